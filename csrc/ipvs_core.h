@@ -1,0 +1,134 @@
+/*
+ * ipvs_core: a small generic-netlink client for the Linux IPVS family.
+ *
+ * Contract (shared with ipvs_fast/records.py, which mirrors these layouts
+ * with struct formats, and with the pure-Python backend, which must produce
+ * byte-identical records):
+ *
+ *  - All integers in records are host byte order (x86_64: little endian),
+ *    except `addr` (raw network-order bytes, IPv4 in the first 4 bytes, rest 0)
+ *    and `netmask` (the attribute's 4 raw bytes memcpy'd into a u32: for IPv4
+ *    services that is the mask in network order, for IPv6 the prefix length).
+ *  - Services appear in kernel dump order. The destinations of service i are
+ *    dests[svc.first_dest .. svc.first_dest + svc.ndests), each with
+ *    svc_index == i.
+ *  - A service whose GET_DEST dump fails with ENOENT/ESRCH (deleted between
+ *    the two dumps) is dropped from the result; later indexes shift down.
+ *  - stats[] order: conns, inpkts, outpkts, inbytes, outbytes,
+ *                   cps, inpps, outpps, inbps, outbps.
+ *    From IPVS_*_ATTR_STATS64 when present, else from 32-bit IPVS_*_ATTR_STATS.
+ *  - Errors are values: functions return 0 / a positive count on success and
+ *    -errno on failure, with a human-readable message in errbuf.
+ *    Nothing here calls exit() or abort().
+ */
+#ifndef IPVS_CORE_H
+#define IPVS_CORE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define IPVS_NSTATS 10
+
+/* ipvs_svc_rec.attrs / ipvs_dest_rec.attrs bits */
+#define IPVS_REC_STATS64   0x0001  /* stats came from the 64-bit nest */
+#define IPVS_REC_STATS32   0x0002  /* stats came from the 32-bit nest */
+#define IPVS_REC_PE_NAME   0x0004  /* svc: IPVS_SVC_ATTR_PE_NAME present */
+#define IPVS_REC_DEST_AF   0x0008  /* dest: IPVS_DEST_ATTR_ADDR_FAMILY present */
+#define IPVS_REC_TUN       0x0010  /* dest: tunnel attributes present */
+
+/* 176 bytes; Python: "<HHHHIIII16s16s32s10QII" */
+struct ipvs_svc_rec {
+    uint16_t af;            /* AF_INET / AF_INET6 */
+    uint16_t protocol;      /* IPPROTO_TCP/UDP/SCTP; 0 for fwmark services */
+    uint16_t port;          /* 0 for fwmark services */
+    uint16_t attrs;         /* IPVS_REC_* */
+    uint32_t fwmark;        /* 0 for non-fwmark services */
+    uint32_t flags;         /* ip_vs_flags.flags (IP_VS_SVC_F_*) */
+    uint32_t timeout;       /* persistence timeout, seconds */
+    uint32_t netmask;       /* raw, see above */
+    uint8_t  addr[16];
+    char     sched_name[16];/* NUL padded */
+    char     pe_name[32];   /* NUL padded, empty when absent */
+    uint64_t stats[IPVS_NSTATS];
+    uint32_t first_dest;
+    uint32_t ndests;
+};
+
+/* 144 bytes; Python: "<IHH16sIiIIIIIHHBxHxxxx10Q" */
+struct ipvs_dest_rec {
+    uint32_t svc_index;
+    uint16_t af;            /* ADDR_FAMILY attr, or the service's af on < 3.18 */
+    uint16_t port;
+    uint8_t  addr[16];
+    uint32_t fwd_method;    /* IP_VS_CONN_F_MASQ/LOCALNODE/TUNNEL/DROUTE/BYPASS */
+    int32_t  weight;
+    uint32_t u_thresh;
+    uint32_t l_thresh;
+    uint32_t active_conns;
+    uint32_t inact_conns;
+    uint32_t persist_conns;
+    uint16_t tun_port;
+    uint16_t tun_flags;
+    uint8_t  tun_type;
+    uint8_t  _pad0;
+    uint16_t attrs;         /* IPVS_REC_* */
+    uint32_t _pad1;
+    uint64_t stats[IPVS_NSTATS];
+};
+
+/* Growable record arrays, owned by C, reused across dumps. */
+typedef struct ipvs_result {
+    struct ipvs_svc_rec  *svcs;
+    size_t nsvcs, svc_cap;
+    struct ipvs_dest_rec *dests;
+    size_t ndests, dest_cap;
+} ipvs_result;
+
+ipvs_result *ipvs_result_new(void);
+void ipvs_result_clear(ipvs_result *res);   /* counts to 0, keeps memory */
+void ipvs_result_free(ipvs_result *res);
+
+/*
+ * Pure parsers, used by the socket code and directly by tests on captured
+ * kernel replies. `buf` is a concatenation of netlink messages (one or more
+ * recv() datagrams). family_id 0 = do not check nlmsg_type.
+ * Return: 1 if NLMSG_DONE was seen, 0 if more messages are expected,
+ * -errno on NLMSG_ERROR (the kernel's error) or malformed input (-EBADMSG).
+ * Service records are appended with first_dest/ndests = 0; dest records are
+ * appended with svc_index as given and the service's af used when the dest
+ * lacks IPVS_DEST_ATTR_ADDR_FAMILY (svc_af argument).
+ */
+int ipvs_parse_service_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                            ipvs_result *res, char *errbuf, size_t errlen);
+int ipvs_parse_dest_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                         uint32_t svc_index, uint16_t svc_af,
+                         ipvs_result *res, char *errbuf, size_t errlen);
+
+typedef struct ipvs_handle ipvs_handle;
+
+/*
+ * Open a handle bound to the network namespace at ns_path ("" = the caller's
+ * own). Within this one call: save /proc/thread-self/ns/net, setns into the
+ * target, check /proc/thread-self/net/ip_vs exists (else -EPROTONOSUPPORT,
+ * "ip_vs not loaded"; resolving the family would auto-load the module), open
+ * the generic netlink socket (SO_RCVBUF raised, SO_RCVTIMEO = timeout_ms),
+ * resolve the "IPVS" family, open /proc/thread-self/net/ip_vs_stats, setns
+ * back. The thread's namespace is restored on every path.
+ * On failure returns NULL and stores -errno in *err.
+ */
+ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err,
+                       char *errbuf, size_t errlen);
+void ipvs_close(ipvs_handle *h);
+
+/* st_dev/st_ino of the namespace fd held by the handle (for "was the path
+ * recreated?" checks). Returns 0 or -errno. */
+int ipvs_ns_ident(ipvs_handle *h, uint64_t *dev, uint64_t *ino);
+
+/* Full dump: GET_SERVICE dump, then one GET_DEST dump per service, into res
+ * (cleared first). Returns number of services or -errno. */
+int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
+
+/* pread() the namespace's ip_vs_stats text into buf; returns bytes or -errno. */
+long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,96 @@
+"""Tiny traffic tools for the kernel test bed.
+
+  traffic.py serve                     TCP on :8080 and :8081, UDP echo on :5353 (v4+v6)
+  traffic.py tcp HOST PORT COUNT SIZE  COUNT request/response exchanges, one connection each
+  traffic.py udp HOST PORT COUNT SIZE  COUNT datagrams, each answered by an echo
+  traffic.py sctp HOST PORT COUNT SIZE COUNT SCTP associations with one exchange each
+"""
+import socket
+import sys
+import threading
+
+
+def _tcp_server(port: int, proto: int = 0) -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen(128)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.settimeout(5)
+            data = c.recv(65536)
+            c.sendall(b"R" * (len(data) * 2 + 1))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def _udp_server(port: int) -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    while True:
+        data, peer = s.recvfrom(65536)
+        s.sendto(data + b"!", peer)
+
+
+def serve() -> None:
+    threads = [threading.Thread(target=_tcp_server, args=(8080,), daemon=True),
+               threading.Thread(target=_tcp_server, args=(8081,), daemon=True),
+               threading.Thread(target=_udp_server, args=(5353,), daemon=True)]
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+        threads.append(threading.Thread(target=_tcp_server, args=(8082, socket.IPPROTO_SCTP), daemon=True))
+    except OSError:
+        pass
+    for t in threads:
+        t.start()
+    threading.Event().wait()
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def stream(host: str, port: int, count: int, size: int, proto: int = 0) -> None:
+    got = 0
+    for _ in range(count):
+        with socket.socket(_family(host), socket.SOCK_STREAM, proto) as s:
+            s.settimeout(5)
+            s.connect((host, port))
+            s.sendall(b"Q" * size)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+    print(got)
+
+
+def udp(host: str, port: int, count: int, size: int) -> None:
+    got = 0
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        for _ in range(count):
+            s.sendto(b"D" * size, (host, port))
+            got += len(s.recv(65536))
+    print(got)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "serve":
+        serve()
+    else:
+        host, port, count, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        if cmd == "tcp":
+            stream(host, port, count, size)
+        elif cmd == "sctp":
+            stream(host, port, count, size, socket.IPPROTO_SCTP)
+        elif cmd == "udp":
+            udp(host, port, count, size)
+        else:
+            sys.exit(f"unknown command {cmd}")
