@@ -19,6 +19,8 @@ KERNEL=${IPVS_FAST_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | ta
 [ -x "$VNG" ] || { echo "virtme-ng missing in $VENV" >&2; exit 2; }
 [ -n "$KERNEL" ] || { echo "no /boot/vmlinuz-*-amd64: apt-get install linux-image-amd64" >&2; exit 2; }
 
+# vng runs virtme-run from PATH.
+export PATH="$VENV/bin:$PATH"
 OUT=${IPVS_FAST_VM_OUT:-$(mktemp -d /tmp/ipvs-fast-vm.XXXXXX)}
 mkdir -p "$OUT"
 RWDIRS=(--rwdir "$OUT")
@@ -29,7 +31,7 @@ if [ -n "${IPVS_FAST_VM_CMD:-}" ]; then
 else
     ARGS=""
     for a in "$@"; do ARGS+=" $(printf '%q' "$a")"; done
-    INNER="$PY -m pytest -m kernel tests/kernel -p no:cacheprovider -o cache_dir=/tmp/pc --junitxml=$OUT/junit.xml -v$ARGS"
+    INNER="$PY -m pytest -m kernel tests/kernel -p no:cacheprovider --junitxml=$OUT/junit.xml -v --durations=15$ARGS"
 fi
 
 # The inner script: PATH gets the venv (so `python` is ours) and sbin.

@@ -127,6 +127,11 @@ class Lab:
     def send(self, kind: str, host: str, port: int, count: int = 1, size: int = 100) -> str:
         return sh(f"{PY} {TRAFFIC} {kind} {host} {port} {count} {size}", ns=self.client)
 
+    def send_many(self, flows: list[tuple]) -> str:
+        """flows: (kind, host, port, count, size) tuples, all sent by one client process."""
+        specs = " ".join(",".join(str(x) for x in f) for f in flows)
+        return sh(f"{PY} {TRAFFIC} multi {specs}", ns=self.client)
+
     def teardown(self) -> None:
         for p in self.servers:
             p.kill()
@@ -175,12 +180,12 @@ STANDARD_MANGLE_V6 = [
 
 
 def standard_traffic(lab: Lab) -> None:
-    lab.send("tcp", "10.77.100.1", 80, count=5, size=300)
-    lab.send("udp", "10.77.100.1", 53, count=7, size=60)
-    lab.send("tcp", "10.77.100.2", 30000, count=3, size=200)
-    lab.send("tcp", "fd77:100::2", 30001, count=2, size=150)
-    lab.send("tcp", "fd77:100::1", 80, count=4, size=500)
-    lab.send("tcp", "10.77.100.1", 443, count=2, size=100)
+    lab.send_many([("tcp", "10.77.100.1", 80, 5, 300),
+                   ("udp", "10.77.100.1", 53, 7, 60),
+                   ("tcp", "10.77.100.2", 30000, 3, 200),
+                   ("tcp", "fd77:100::2", 30001, 2, 150),
+                   ("tcp", "fd77:100::1", 80, 4, 500),
+                   ("tcp", "10.77.100.1", 443, 2, 100)])
 
 
 def stable(read, settle: float = 2.5, tries: int = 20):

@@ -4,6 +4,8 @@
   traffic.py tcp HOST PORT COUNT SIZE  COUNT request/response exchanges, one connection each
   traffic.py udp HOST PORT COUNT SIZE  COUNT datagrams, each answered by an echo
   traffic.py sctp HOST PORT COUNT SIZE COUNT SCTP associations with one exchange each
+  traffic.py multi KIND,HOST,PORT,COUNT,SIZE ...   several of the above in one process
+                                       (interpreter start-up is seconds under emulation)
 """
 import socket
 import sys
@@ -80,17 +82,24 @@ def udp(host: str, port: int, count: int, size: int) -> None:
     print(got)
 
 
+def run(cmd: str, host: str, port: int, count: int, size: int) -> None:
+    if cmd == "tcp":
+        stream(host, port, count, size)
+    elif cmd == "sctp":
+        stream(host, port, count, size, socket.IPPROTO_SCTP)
+    elif cmd == "udp":
+        udp(host, port, count, size)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "serve":
         serve()
+    elif cmd == "multi":
+        for spec in sys.argv[2:]:
+            kind, host, port, count, size = spec.split(",")
+            run(kind, host, int(port), int(count), int(size))
     else:
-        host, port, count, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-        if cmd == "tcp":
-            stream(host, port, count, size)
-        elif cmd == "sctp":
-            stream(host, port, count, size, socket.IPPROTO_SCTP)
-        elif cmd == "udp":
-            udp(host, port, count, size)
-        else:
-            sys.exit(f"unknown command {cmd}")
+        run(cmd, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
