@@ -12,8 +12,10 @@
  *  - Services appear in kernel dump order. The destinations of service i are
  *    dests[svc.first_dest .. svc.first_dest + svc.ndests), each with
  *    svc_index == i.
- *  - A service whose GET_DEST dump fails with ENOENT/ESRCH (deleted between
- *    the two dumps) is dropped from the result; later indexes shift down.
+ *  - A service deleted between the two dumps: current kernels (6.1, mainline)
+ *    answer its GET_DEST dump with an empty dump, so it appears with ndests 0
+ *    (gone at the next scrape); where a kernel answers ENOENT/ESRCH instead,
+ *    the service is dropped from the result and later indexes shift down.
  *  - stats[] order: conns, inpkts, outpkts, inbytes, outbytes,
  *                   cps, inpps, outpps, inbps, outbps.
  *    From IPVS_*_ATTR_STATS64 when present, else from 32-bit IPVS_*_ATTR_STATS.

@@ -1,0 +1,1256 @@
+/*
+ * ipvs_core.c: generic netlink client for the Linux IPVS family.
+ * See ipvs_core.h for the contract.
+ *
+ * Parsing style is libmnl-like: tiny bounds-checked attribute iterators, every
+ * nla_len checked against the remaining length, every fixed-size payload
+ * length checked exactly, nesting bounded (message -> CMD_ATTR_{SERVICE,DEST}
+ * -> STATS/STATS64, no recursion). Multi-byte payloads are read with memcpy,
+ * so nothing assumes the input buffer is aligned.
+ */
+#define _GNU_SOURCE
+#include "ipvs_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <linux/netlink.h>
+#include <linux/genetlink.h>
+
+#ifndef SOL_NETLINK
+#define SOL_NETLINK 270
+#endif
+#ifndef CLONE_NEWNET
+#define CLONE_NEWNET 0x40000000
+#endif
+
+_Static_assert(sizeof(struct ipvs_svc_rec) == 176, "ipvs_svc_rec layout");
+_Static_assert(sizeof(struct ipvs_dest_rec) == 144, "ipvs_dest_rec layout");
+
+/*
+ * IPVS generic netlink ABI (include/uapi/linux/ip_vs.h). Numbered here rather
+ * than taken from <linux/ip_vs.h> so that building does not depend on how
+ * recent the installed kernel headers are (TUN_* appeared in 5.2).
+ */
+#define K_IPVS_GENL_NAME        "IPVS"
+#define K_IPVS_GENL_VERSION     0x1
+
+#define K_CMD_GET_SERVICE       4
+#define K_CMD_GET_DEST          8
+
+#define K_CMD_ATTR_SERVICE      1
+#define K_CMD_ATTR_DEST         2
+
+#define K_SVC_ATTR_AF           1
+#define K_SVC_ATTR_PROTOCOL     2
+#define K_SVC_ATTR_ADDR         3
+#define K_SVC_ATTR_PORT         4
+#define K_SVC_ATTR_FWMARK       5
+#define K_SVC_ATTR_SCHED_NAME   6
+#define K_SVC_ATTR_FLAGS        7
+#define K_SVC_ATTR_TIMEOUT      8
+#define K_SVC_ATTR_NETMASK      9
+#define K_SVC_ATTR_STATS        10
+#define K_SVC_ATTR_PE_NAME      11
+#define K_SVC_ATTR_STATS64      12
+
+#define K_DEST_ATTR_ADDR        1
+#define K_DEST_ATTR_PORT        2
+#define K_DEST_ATTR_FWD_METHOD  3
+#define K_DEST_ATTR_WEIGHT      4
+#define K_DEST_ATTR_U_THRESH    5
+#define K_DEST_ATTR_L_THRESH    6
+#define K_DEST_ATTR_ACTIVE_CONNS 7
+#define K_DEST_ATTR_INACT_CONNS 8
+#define K_DEST_ATTR_PERSIST_CONNS 9
+#define K_DEST_ATTR_STATS       10
+#define K_DEST_ATTR_ADDR_FAMILY 11
+#define K_DEST_ATTR_STATS64     12
+#define K_DEST_ATTR_TUN_TYPE    13
+#define K_DEST_ATTR_TUN_PORT    14
+#define K_DEST_ATTR_TUN_FLAGS   15
+
+/* IPVS_STATS_ATTR_CONNS(1) .. IPVS_STATS_ATTR_OUTBPS(10); PAD = 11 */
+#define K_STATS_ATTR_FIRST      1
+#define K_STATS_ATTR_INBYTES    4
+#define K_STATS_ATTR_OUTBYTES   5
+
+
+#define RECV_BUF_SIZE           (64 * 1024)
+#define RCVBUF_WANT             (1024 * 1024)
+#define DRAIN_MAX_DATAGRAMS     100000
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                            */
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!errbuf || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint16_t be16_to_host(uint16_t v) { return (uint16_t)((v >> 8) | (v << 8)); }
+
+/* Copy a (possibly NUL-terminated) string payload into a NUL-padded field. */
+static void copy_str(char *dst, size_t dstlen, const uint8_t *p, size_t plen)
+{
+    size_t n = 0;
+
+    while (n < plen && n < dstlen - 1 && p[n] != 0)
+        n++;
+    memset(dst, 0, dstlen);
+    memcpy(dst, p, n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* attribute iterator                                                       */
+
+struct attr_iter {
+    const uint8_t *p;
+    size_t left;
+};
+
+struct attr {
+    uint16_t type;          /* NLA_TYPE_MASK applied */
+    const uint8_t *data;
+    size_t len;             /* payload length */
+};
+
+static void attr_iter_init(struct attr_iter *it, const uint8_t *p, size_t len)
+{
+    it->p = p;
+    it->left = len;
+}
+
+/* 1: got an attribute, 0: end, -EBADMSG: malformed. */
+static int attr_next(struct attr_iter *it, struct attr *a)
+{
+    uint16_t nla_len, nla_type;
+    size_t adv;
+
+    if (it->left < NLA_HDRLEN) {
+        /* Fewer bytes than a header left: only alignment padding is OK. */
+        return it->left == 0 ? 0 : -EBADMSG;
+    }
+    nla_len = rd16(it->p);
+    nla_type = rd16(it->p + 2);
+    if (nla_len < NLA_HDRLEN || nla_len > it->left)
+        return -EBADMSG;
+    a->type = nla_type & NLA_TYPE_MASK;
+    a->data = it->p + NLA_HDRLEN;
+    a->len = (size_t)nla_len - NLA_HDRLEN;
+    adv = NLA_ALIGN((size_t)nla_len);
+    if (adv >= it->left) {
+        it->p += it->left;
+        it->left = 0;
+    } else {
+        it->p += adv;
+        it->left -= adv;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* result arrays                                                            */
+
+ipvs_result *ipvs_result_new(void)
+{
+    return calloc(1, sizeof(ipvs_result));
+}
+
+void ipvs_result_clear(ipvs_result *res)
+{
+    if (!res)
+        return;
+    res->nsvcs = 0;
+    res->ndests = 0;
+}
+
+void ipvs_result_free(ipvs_result *res)
+{
+    if (!res)
+        return;
+    free(res->svcs);
+    free(res->dests);
+    free(res);
+}
+
+static int grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    size_t ncap;
+    void *p;
+
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap : 16;
+    while (ncap < need) {
+        if (ncap > ((size_t)-1) / 2 / elem)
+            return -ENOMEM;
+        ncap *= 2;
+    }
+    if (ncap > ((size_t)-1) / elem)
+        return -ENOMEM;
+    p = realloc(*arr, ncap * elem);
+    if (!p)
+        return -ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+static int push_svc(ipvs_result *res, const struct ipvs_svc_rec *r)
+{
+    void *arr = res->svcs;
+    int rc = grow(&arr, &res->svc_cap, res->nsvcs + 1, sizeof(*r));
+
+    res->svcs = arr;
+    if (rc < 0)
+        return rc;
+    res->svcs[res->nsvcs++] = *r;
+    return 0;
+}
+
+static int push_dest(ipvs_result *res, const struct ipvs_dest_rec *r)
+{
+    void *arr = res->dests;
+    int rc = grow(&arr, &res->dest_cap, res->ndests + 1, sizeof(*r));
+
+    res->dests = arr;
+    if (rc < 0)
+        return rc;
+    res->dests[res->ndests++] = *r;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* attribute decoding                                                       */
+
+/* Parse a STATS (is64 = 0) or STATS64 (is64 = 1) nest into out[10]. */
+static int parse_stats(const uint8_t *p, size_t len, int is64, uint64_t *out,
+                       const char *what, char *errbuf, size_t errlen)
+{
+    struct attr_iter it;
+    struct attr a;
+    int r;
+
+    memset(out, 0, IPVS_NSTATS * sizeof(uint64_t));
+    attr_iter_init(&it, p, len);
+    while ((r = attr_next(&it, &a)) > 0) {
+        size_t want;
+
+        if (a.type < K_STATS_ATTR_FIRST || a.type >= K_STATS_ATTR_FIRST + IPVS_NSTATS)
+            continue;       /* IPVS_STATS_ATTR_PAD and anything newer */
+        want = (is64 || a.type == K_STATS_ATTR_INBYTES ||
+                a.type == K_STATS_ATTR_OUTBYTES) ? 8 : 4;
+        if (a.len != want) {
+            seterr(errbuf, errlen, "%s: stats attribute %u has length %zu, expected %zu",
+                   what, a.type, a.len, want);
+            return -EBADMSG;
+        }
+        out[a.type - K_STATS_ATTR_FIRST] = want == 8 ? rd64(a.data) : rd32(a.data);
+    }
+    if (r < 0) {
+        seterr(errbuf, errlen, "%s: malformed stats nest", what);
+        return r;
+    }
+    return 0;
+}
+
+/* STATS64 preferred over STATS; both were validated when present. */
+static void set_stats(uint64_t *dst, uint16_t *attrs, const uint64_t *st32, const uint64_t *st64)
+{
+    if (st64) {
+        memcpy(dst, st64, IPVS_NSTATS * sizeof(uint64_t));
+        *attrs |= IPVS_REC_STATS64;
+    } else if (st32) {
+        memcpy(dst, st32, IPVS_NSTATS * sizeof(uint64_t));
+        *attrs |= IPVS_REC_STATS32;
+    }
+}
+
+#define NEED_LEN(a, n, what) do {                                           \
+        if ((a).len != (n)) {                                               \
+            seterr(errbuf, errlen, "%s attribute has length %zu, expected %d", \
+                   (what), (a).len, (int)(n));                              \
+            return -EBADMSG;                                                \
+        }                                                                   \
+    } while (0)
+
+static int parse_service_nest(const uint8_t *p, size_t len, struct ipvs_svc_rec *rec,
+                              char *errbuf, size_t errlen)
+{
+    struct attr_iter it;
+    struct attr a;
+    uint64_t st32[IPVS_NSTATS], st64[IPVS_NSTATS];
+    int have32 = 0, have64 = 0, have_af = 0;
+    int r;
+
+    memset(rec, 0, sizeof(*rec));
+    attr_iter_init(&it, p, len);
+    while ((r = attr_next(&it, &a)) > 0) {
+        switch (a.type) {
+        case K_SVC_ATTR_AF:
+            NEED_LEN(a, 2, "service AF");
+            rec->af = rd16(a.data);
+            have_af = 1;
+            break;
+        case K_SVC_ATTR_PROTOCOL:
+            NEED_LEN(a, 2, "service PROTOCOL");
+            rec->protocol = rd16(a.data);
+            break;
+        case K_SVC_ATTR_ADDR:
+            if (a.len < 4 || a.len > 16) {
+                seterr(errbuf, errlen, "service ADDR attribute has length %zu, expected 4..16",
+                       a.len);
+                return -EBADMSG;
+            }
+            memset(rec->addr, 0, sizeof(rec->addr));
+            memcpy(rec->addr, a.data, a.len);
+            break;
+        case K_SVC_ATTR_PORT:
+            NEED_LEN(a, 2, "service PORT");
+            rec->port = be16_to_host(rd16(a.data));
+            break;
+        case K_SVC_ATTR_FWMARK:
+            NEED_LEN(a, 4, "service FWMARK");
+            rec->fwmark = rd32(a.data);
+            break;
+        case K_SVC_ATTR_SCHED_NAME:
+            copy_str(rec->sched_name, sizeof(rec->sched_name), a.data, a.len);
+            break;
+        case K_SVC_ATTR_FLAGS:
+            NEED_LEN(a, 8, "service FLAGS");
+            rec->flags = rd32(a.data);          /* struct ip_vs_flags.flags */
+            break;
+        case K_SVC_ATTR_TIMEOUT:
+            NEED_LEN(a, 4, "service TIMEOUT");
+            rec->timeout = rd32(a.data);
+            break;
+        case K_SVC_ATTR_NETMASK:
+            NEED_LEN(a, 4, "service NETMASK");
+            memcpy(&rec->netmask, a.data, 4);   /* raw, see header */
+            break;
+        case K_SVC_ATTR_PE_NAME:
+            copy_str(rec->pe_name, sizeof(rec->pe_name), a.data, a.len);
+            rec->attrs |= IPVS_REC_PE_NAME;
+            break;
+        case K_SVC_ATTR_STATS:
+            r = parse_stats(a.data, a.len, 0, st32, "service STATS", errbuf, errlen);
+            if (r < 0)
+                return r;
+            have32 = 1;
+            break;
+        case K_SVC_ATTR_STATS64:
+            r = parse_stats(a.data, a.len, 1, st64, "service STATS64", errbuf, errlen);
+            if (r < 0)
+                return r;
+            have64 = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (r < 0) {
+        seterr(errbuf, errlen, "malformed attribute in IPVS_CMD_ATTR_SERVICE");
+        return r;
+    }
+    if (!have_af) {
+        seterr(errbuf, errlen, "service without IPVS_SVC_ATTR_AF");
+        return -EBADMSG;
+    }
+    set_stats(rec->stats, &rec->attrs, have32 ? st32 : NULL, have64 ? st64 : NULL);
+    return 0;
+}
+
+static int parse_dest_nest(const uint8_t *p, size_t len, uint16_t svc_af,
+                           struct ipvs_dest_rec *rec, char *errbuf, size_t errlen)
+{
+    struct attr_iter it;
+    struct attr a;
+    uint64_t st32[IPVS_NSTATS], st64[IPVS_NSTATS];
+    int have32 = 0, have64 = 0, have_af = 0;
+    int r;
+
+    memset(rec, 0, sizeof(*rec));
+    attr_iter_init(&it, p, len);
+    while ((r = attr_next(&it, &a)) > 0) {
+        switch (a.type) {
+        case K_DEST_ATTR_ADDR:
+            if (a.len < 4 || a.len > 16) {
+                seterr(errbuf, errlen, "dest ADDR attribute has length %zu, expected 4..16",
+                       a.len);
+                return -EBADMSG;
+            }
+            memset(rec->addr, 0, sizeof(rec->addr));
+            memcpy(rec->addr, a.data, a.len);
+            break;
+        case K_DEST_ATTR_PORT:
+            NEED_LEN(a, 2, "dest PORT");
+            rec->port = be16_to_host(rd16(a.data));
+            break;
+        case K_DEST_ATTR_FWD_METHOD:
+            NEED_LEN(a, 4, "dest FWD_METHOD");
+            rec->fwd_method = rd32(a.data);
+            break;
+        case K_DEST_ATTR_WEIGHT:
+            NEED_LEN(a, 4, "dest WEIGHT");
+            memcpy(&rec->weight, a.data, 4);
+            break;
+        case K_DEST_ATTR_U_THRESH:
+            NEED_LEN(a, 4, "dest U_THRESH");
+            rec->u_thresh = rd32(a.data);
+            break;
+        case K_DEST_ATTR_L_THRESH:
+            NEED_LEN(a, 4, "dest L_THRESH");
+            rec->l_thresh = rd32(a.data);
+            break;
+        case K_DEST_ATTR_ACTIVE_CONNS:
+            NEED_LEN(a, 4, "dest ACTIVE_CONNS");
+            rec->active_conns = rd32(a.data);
+            break;
+        case K_DEST_ATTR_INACT_CONNS:
+            NEED_LEN(a, 4, "dest INACT_CONNS");
+            rec->inact_conns = rd32(a.data);
+            break;
+        case K_DEST_ATTR_PERSIST_CONNS:
+            NEED_LEN(a, 4, "dest PERSIST_CONNS");
+            rec->persist_conns = rd32(a.data);
+            break;
+        case K_DEST_ATTR_ADDR_FAMILY:
+            NEED_LEN(a, 2, "dest ADDR_FAMILY");
+            rec->af = rd16(a.data);
+            rec->attrs |= IPVS_REC_DEST_AF;
+            have_af = 1;
+            break;
+        case K_DEST_ATTR_TUN_TYPE:
+            NEED_LEN(a, 1, "dest TUN_TYPE");
+            rec->tun_type = a.data[0];
+            rec->attrs |= IPVS_REC_TUN;
+            break;
+        case K_DEST_ATTR_TUN_PORT:
+            NEED_LEN(a, 2, "dest TUN_PORT");
+            rec->tun_port = be16_to_host(rd16(a.data));
+            rec->attrs |= IPVS_REC_TUN;
+            break;
+        case K_DEST_ATTR_TUN_FLAGS:
+            NEED_LEN(a, 2, "dest TUN_FLAGS");
+            rec->tun_flags = rd16(a.data);
+            rec->attrs |= IPVS_REC_TUN;
+            break;
+        case K_DEST_ATTR_STATS:
+            r = parse_stats(a.data, a.len, 0, st32, "dest STATS", errbuf, errlen);
+            if (r < 0)
+                return r;
+            have32 = 1;
+            break;
+        case K_DEST_ATTR_STATS64:
+            r = parse_stats(a.data, a.len, 1, st64, "dest STATS64", errbuf, errlen);
+            if (r < 0)
+                return r;
+            have64 = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (r < 0) {
+        seterr(errbuf, errlen, "malformed attribute in IPVS_CMD_ATTR_DEST");
+        return r;
+    }
+    if (!have_af)
+        rec->af = svc_af;       /* kernels < 3.18 */
+    set_stats(rec->stats, &rec->attrs, have32 ? st32 : NULL, have64 ? st64 : NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* message walking                                                          */
+
+enum dump_kind { KIND_SERVICE, KIND_DEST };
+
+struct parse_ctx {
+    enum dump_kind kind;
+    uint16_t family_id;     /* 0 = do not check nlmsg_type */
+    int check_seq;          /* socket mode: skip messages not for us */
+    uint32_t seq;
+    uint32_t portid;
+    uint32_t svc_index;
+    uint16_t svc_af;
+    ipvs_result *res;
+    char *errbuf;
+    size_t errlen;
+};
+
+static const char *kind_name(enum dump_kind k)
+{
+    return k == KIND_SERVICE ? "GET_SERVICE" : "GET_DEST";
+}
+
+/*
+ * Walk one buffer of netlink messages. 1: NLMSG_DONE seen,
+ * 0: more expected, -errno: kernel error or malformed input.
+ */
+static int parse_msgs(struct parse_ctx *c, const uint8_t *buf, size_t len)
+{
+    char *errbuf = c->errbuf;
+    size_t errlen = c->errlen;
+
+    if (!buf && len) {
+        seterr(errbuf, errlen, "NULL buffer");
+        return -EINVAL;
+    }
+    while (len > 0) {
+        struct nlmsghdr nlh;
+        const uint8_t *payload;
+        size_t plen, adv;
+
+        if (len < NLMSG_HDRLEN) {
+            seterr(errbuf, errlen, "%s reply: %zu trailing bytes, shorter than a netlink header",
+                   kind_name(c->kind), len);
+            return -EBADMSG;
+        }
+        memcpy(&nlh, buf, sizeof(nlh));
+        if (nlh.nlmsg_len < NLMSG_HDRLEN || nlh.nlmsg_len > len) {
+            seterr(errbuf, errlen, "%s reply: nlmsg_len %u out of range (%zu bytes left)",
+                   kind_name(c->kind), nlh.nlmsg_len, len);
+            return -EBADMSG;
+        }
+        payload = buf + NLMSG_HDRLEN;
+        plen = nlh.nlmsg_len - NLMSG_HDRLEN;
+        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
+        if (adv >= len) {
+            buf += len;
+            len = 0;
+        } else {
+            buf += adv;
+            len -= adv;
+        }
+
+        if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
+            continue;       /* stale or foreign message */
+
+        if (nlh.nlmsg_type == NLMSG_ERROR) {
+            int32_t e;
+
+            if (plen < sizeof(int32_t)) {
+                seterr(errbuf, errlen, "%s reply: truncated NLMSG_ERROR", kind_name(c->kind));
+                return -EBADMSG;
+            }
+            memcpy(&e, payload, sizeof(e));
+            if (e == 0)
+                continue;   /* ACK (not requested for dumps): nothing to take */
+            if (e > 0 || e < -4095) {
+                seterr(errbuf, errlen, "%s reply: NLMSG_ERROR with invalid error %d",
+                       kind_name(c->kind), (int)e);
+                return -EBADMSG;
+            }
+            seterr(errbuf, errlen, "kernel rejected %s: %s", kind_name(c->kind), strerror(-e));
+            return e;
+        }
+        if (nlh.nlmsg_type == NLMSG_DONE) {
+            if (plen >= sizeof(int32_t)) {
+                int32_t e;
+
+                memcpy(&e, payload, sizeof(e));
+                if (e < -4095) {
+                    seterr(errbuf, errlen, "%s reply: NLMSG_DONE with invalid error %d",
+                           kind_name(c->kind), (int)e);
+                    return -EBADMSG;
+                }
+                if (e < 0) {
+                    seterr(errbuf, errlen, "kernel aborted %s dump: %s",
+                           kind_name(c->kind), strerror(-e));
+                    return e;
+                }
+            }
+            return 1;
+        }
+        if (nlh.nlmsg_type == NLMSG_NOOP)
+            continue;
+        if (nlh.nlmsg_type < NLMSG_MIN_TYPE) {
+            seterr(errbuf, errlen, "%s reply: unexpected control message type %u",
+                   kind_name(c->kind), nlh.nlmsg_type);
+            return -EBADMSG;
+        }
+        if (c->family_id && nlh.nlmsg_type != c->family_id) {
+            seterr(errbuf, errlen, "%s reply: unexpected message type %u (IPVS family is %u)",
+                   kind_name(c->kind), nlh.nlmsg_type, c->family_id);
+            return -EBADMSG;
+        }
+        if (plen < GENL_HDRLEN) {
+            seterr(errbuf, errlen, "%s reply: message too short for a genl header",
+                   kind_name(c->kind));
+            return -EBADMSG;
+        }
+        {
+            /* genlmsghdr.cmd (NEW_SERVICE / NEW_DEST) is not checked:
+             * the nest type says what the message carries. */
+            uint16_t nest_type = c->kind == KIND_SERVICE ? K_CMD_ATTR_SERVICE : K_CMD_ATTR_DEST;
+            struct attr_iter it;
+            struct attr a, nest = { 0, NULL, 0 };
+            int r;
+
+            attr_iter_init(&it, payload + GENL_HDRLEN, plen - GENL_HDRLEN);
+            while ((r = attr_next(&it, &a)) > 0) {
+                if (a.type == nest_type)
+                    nest = a;
+            }
+            if (r < 0) {
+                seterr(errbuf, errlen, "%s reply: malformed top-level attribute",
+                       kind_name(c->kind));
+                return r;
+            }
+            if (!nest.data) {
+                seterr(errbuf, errlen, "%s reply: message without %s nest", kind_name(c->kind),
+                       c->kind == KIND_SERVICE ? "IPVS_CMD_ATTR_SERVICE" : "IPVS_CMD_ATTR_DEST");
+                return -EBADMSG;
+            }
+            if (c->kind == KIND_SERVICE) {
+                struct ipvs_svc_rec rec;
+
+                r = parse_service_nest(nest.data, nest.len, &rec, errbuf, errlen);
+                if (r < 0)
+                    return r;
+                r = push_svc(c->res, &rec);
+            } else {
+                struct ipvs_dest_rec rec;
+
+                r = parse_dest_nest(nest.data, nest.len, c->svc_af, &rec, errbuf, errlen);
+                if (r < 0)
+                    return r;
+                rec.svc_index = c->svc_index;
+                r = push_dest(c->res, &rec);
+            }
+            if (r < 0) {
+                seterr(errbuf, errlen, "out of memory growing the result arrays");
+                return r;
+            }
+        }
+    }
+    return 0;
+}
+
+int ipvs_parse_service_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                            ipvs_result *res, char *errbuf, size_t errlen)
+{
+    struct parse_ctx c;
+
+    if (!res) {
+        seterr(errbuf, errlen, "NULL result");
+        return -EINVAL;
+    }
+    memset(&c, 0, sizeof(c));
+    c.kind = KIND_SERVICE;
+    c.family_id = family_id;
+    c.res = res;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    return parse_msgs(&c, buf, len);
+}
+
+int ipvs_parse_dest_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                         uint32_t svc_index, uint16_t svc_af,
+                         ipvs_result *res, char *errbuf, size_t errlen)
+{
+    struct parse_ctx c;
+
+    if (!res) {
+        seterr(errbuf, errlen, "NULL result");
+        return -EINVAL;
+    }
+    memset(&c, 0, sizeof(c));
+    c.kind = KIND_DEST;
+    c.family_id = family_id;
+    c.svc_index = svc_index;
+    c.svc_af = svc_af;
+    c.res = res;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    return parse_msgs(&c, buf, len);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket layer                                                             */
+
+struct ipvs_handle {
+    int nl_fd;
+    int ns_fd;              /* the namespace this handle is bound to */
+    int stats_fd;           /* /proc/<tid>/net/ip_vs_stats of that namespace */
+    int stats_err;          /* errno when stats_fd could not be opened */
+    uint16_t family_id;
+    uint32_t portid;
+    uint32_t seq;
+    int timeout_ms;
+    uint8_t *buf;
+    size_t buflen;
+    char label[256];        /* namespace path for messages */
+};
+
+static void put_attr(uint8_t *msg, size_t *off, uint16_t type, const void *data, uint16_t dlen)
+{
+    uint16_t nla_len = (uint16_t)(NLA_HDRLEN + dlen);
+
+    memcpy(msg + *off, &nla_len, 2);
+    memcpy(msg + *off + 2, &type, 2);
+    if (dlen)
+        memcpy(msg + *off + NLA_HDRLEN, data, dlen);
+    memset(msg + *off + NLA_HDRLEN + dlen, 0, NLA_ALIGN(nla_len) - nla_len);
+    *off += NLA_ALIGN(nla_len);
+}
+
+/* Fills nlmsghdr + genlmsghdr; returns header length. */
+static size_t put_genl_hdr(uint8_t *msg, uint16_t type, uint16_t flags, uint8_t cmd,
+                           uint8_t version)
+{
+    struct nlmsghdr nlh;
+    struct genlmsghdr g;
+
+    memset(&nlh, 0, sizeof(nlh));
+    nlh.nlmsg_type = type;
+    nlh.nlmsg_flags = flags;
+    memcpy(msg, &nlh, sizeof(nlh));
+    memset(&g, 0, sizeof(g));
+    g.cmd = cmd;
+    g.version = version;
+    memcpy(msg + NLMSG_HDRLEN, &g, sizeof(g));
+    return NLMSG_HDRLEN + GENL_HDRLEN;
+}
+
+static void finish_msg(uint8_t *msg, size_t len, uint32_t seq)
+{
+    uint32_t l = (uint32_t)len;
+
+    memcpy(msg + offsetof(struct nlmsghdr, nlmsg_len), &l, 4);
+    memcpy(msg + offsetof(struct nlmsghdr, nlmsg_seq), &seq, 4);
+}
+
+static int nl_send(ipvs_handle *h, const uint8_t *msg, size_t len, char *errbuf, size_t errlen)
+{
+    struct sockaddr_nl sa;
+    ssize_t n;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.nl_family = AF_NETLINK;
+    do {
+        n = sendto(h->nl_fd, msg, len, 0, (struct sockaddr *)&sa, sizeof(sa));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int e = errno;
+
+        seterr(errbuf, errlen, "netlink send: %s", strerror(e));
+        return -e;
+    }
+    if ((size_t)n != len) {
+        seterr(errbuf, errlen, "netlink send: short write");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* One datagram from the kernel into h->buf. Returns length or -errno. */
+static int nl_recv(ipvs_handle *h, int flags, char *errbuf, size_t errlen)
+{
+    for (;;) {
+        struct sockaddr_nl sa;
+        struct iovec iov = { h->buf, h->buflen };
+        struct msghdr mh;
+        ssize_t n;
+
+        memset(&mh, 0, sizeof(mh));
+        memset(&sa, 0, sizeof(sa));
+        mh.msg_name = &sa;
+        mh.msg_namelen = sizeof(sa);
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        n = recvmsg(h->nl_fd, &mh, flags);
+        if (n < 0) {
+            int e = errno;
+
+            if (e == EINTR)
+                continue;
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                if (flags & MSG_DONTWAIT)
+                    return -EAGAIN;
+                seterr(errbuf, errlen, "kernel did not answer within %d ms (namespace %s)",
+                       h->timeout_ms, h->label);
+                return -ETIMEDOUT;
+            }
+            if (e == ENOBUFS)
+                seterr(errbuf, errlen, "netlink receive buffer overrun (ENOBUFS)");
+            else
+                seterr(errbuf, errlen, "netlink recvmsg: %s", strerror(e));
+            return -e;
+        }
+        if (mh.msg_flags & MSG_TRUNC) {
+            seterr(errbuf, errlen, "netlink datagram larger than the %zu byte receive buffer",
+                   h->buflen);
+            return -EMSGSIZE;
+        }
+        if (mh.msg_namelen >= sizeof(sa) && sa.nl_pid != 0)
+            continue;       /* not from the kernel */
+        return (int)n;
+    }
+}
+
+/* After an aborted exchange: read whatever is queued (finishing any dump the
+ * kernel still has in progress on this socket, which would otherwise make the
+ * next dump request fail with EBUSY). */
+static void nl_drain(ipvs_handle *h)
+{
+    int i;
+
+    for (i = 0; i < DRAIN_MAX_DATAGRAMS; i++) {
+        if (nl_recv(h, MSG_DONTWAIT, NULL, 0) < 0)
+            break;
+    }
+}
+
+static int nl_dump(ipvs_handle *h, uint8_t *msg, size_t msglen, struct parse_ctx *c)
+{
+    int r;
+
+    c->seq = ++h->seq;
+    c->check_seq = 1;
+    c->portid = h->portid;
+    c->family_id = h->family_id;
+    finish_msg(msg, msglen, c->seq);
+    r = nl_send(h, msg, msglen, c->errbuf, c->errlen);
+    if (r < 0)
+        return r;
+    for (;;) {
+        int n = nl_recv(h, 0, c->errbuf, c->errlen);
+
+        if (n < 0) {
+            r = n;
+            break;
+        }
+        r = parse_msgs(c, h->buf, (size_t)n);
+        if (r != 0)
+            break;
+    }
+    if (r < 0) {
+        nl_drain(h);
+        return r;
+    }
+    return 0;
+}
+
+static int resolve_family(ipvs_handle *h, char *errbuf, size_t errlen)
+{
+    uint8_t msg[64];
+    size_t off;
+    uint32_t seq = ++h->seq;
+    int r;
+
+    off = put_genl_hdr(msg, GENL_ID_CTRL, NLM_F_REQUEST, CTRL_CMD_GETFAMILY, 1);
+    put_attr(msg, &off, CTRL_ATTR_FAMILY_NAME, K_IPVS_GENL_NAME, sizeof(K_IPVS_GENL_NAME));
+    finish_msg(msg, off, seq);
+    r = nl_send(h, msg, off, errbuf, errlen);
+    if (r < 0)
+        return r;
+    for (;;) {
+        const uint8_t *buf;
+        size_t len;
+        int n = nl_recv(h, 0, errbuf, errlen);
+
+        if (n < 0)
+            return n;
+        buf = h->buf;
+        len = (size_t)n;
+        while (len >= NLMSG_HDRLEN) {
+            struct nlmsghdr nlh;
+            const uint8_t *payload;
+            size_t plen, adv;
+
+            memcpy(&nlh, buf, sizeof(nlh));
+            if (nlh.nlmsg_len < NLMSG_HDRLEN || nlh.nlmsg_len > len) {
+                seterr(errbuf, errlen, "CTRL_CMD_GETFAMILY reply: malformed netlink header");
+                return -EBADMSG;
+            }
+            payload = buf + NLMSG_HDRLEN;
+            plen = nlh.nlmsg_len - NLMSG_HDRLEN;
+            adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
+            if (adv >= len) {
+                len = 0;
+            } else {
+                buf += adv;
+                len -= adv;
+            }
+            if (nlh.nlmsg_seq != seq || nlh.nlmsg_pid != h->portid)
+                continue;
+            if (nlh.nlmsg_type == NLMSG_ERROR) {
+                int32_t e;
+
+                if (plen < sizeof(e)) {
+                    seterr(errbuf, errlen, "CTRL_CMD_GETFAMILY reply: truncated NLMSG_ERROR");
+                    return -EBADMSG;
+                }
+                memcpy(&e, payload, sizeof(e));
+                if (e == 0)
+                    continue;
+                if (e == -ENOENT) {
+                    seterr(errbuf, errlen,
+                           "generic netlink family IPVS not registered in namespace %s",
+                           h->label);
+                    return -EPROTONOSUPPORT;
+                }
+                seterr(errbuf, errlen, "CTRL_CMD_GETFAMILY(IPVS): %s", strerror(e < 0 ? -e : e));
+                return e < 0 ? e : -EBADMSG;
+            }
+            if (nlh.nlmsg_type == GENL_ID_CTRL && plen >= GENL_HDRLEN) {
+                struct attr_iter it;
+                struct attr a;
+
+                attr_iter_init(&it, payload + GENL_HDRLEN, plen - GENL_HDRLEN);
+                while ((r = attr_next(&it, &a)) > 0) {
+                    if (a.type == CTRL_ATTR_FAMILY_ID && a.len == 2) {
+                        h->family_id = rd16(a.data);
+                        if (h->family_id == 0)
+                            break;
+                        return 0;
+                    }
+                }
+                seterr(errbuf, errlen, "CTRL_CMD_GETFAMILY reply without a family id");
+                return -EBADMSG;
+            }
+        }
+    }
+}
+
+static const char *thread_proc(char *out, size_t outlen, const char *suffix)
+{
+    /* /proc/thread-self appeared in 3.17; fall back to /proc/self/task/<tid>. */
+    static int have_thread_self = -1;
+
+    if (have_thread_self < 0)
+        have_thread_self = access("/proc/thread-self", F_OK) == 0;
+    if (have_thread_self)
+        snprintf(out, outlen, "/proc/thread-self/%s", suffix);
+    else
+        snprintf(out, outlen, "/proc/self/task/%ld/%s", (long)syscall(SYS_gettid), suffix);
+    return out;
+}
+
+static const char *setns_hint(int e)
+{
+    if (e == EPERM)
+        return " (need CAP_SYS_ADMIN)";
+    if (e == EINVAL)
+        return " (not a network namespace)";
+    return "";
+}
+
+ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err, char *errbuf, size_t errlen)
+{
+    ipvs_handle *h;
+    int saved = -1, switched = 0, rc = 0, e;
+    char path[128];
+    struct sockaddr_nl sa;
+    socklen_t salen;
+    int use_path = ns_path && ns_path[0];
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        if (err)
+            *err = -ENOMEM;
+        seterr(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    h->nl_fd = h->ns_fd = h->stats_fd = -1;
+    h->timeout_ms = timeout_ms;
+    h->seq = (uint32_t)time(NULL);
+    snprintf(h->label, sizeof(h->label), "%s", use_path ? ns_path : "(current)");
+    h->buflen = RECV_BUF_SIZE;
+    h->buf = malloc(h->buflen);
+    if (!h->buf) {
+        rc = -ENOMEM;
+        seterr(errbuf, errlen, "out of memory");
+        goto out;
+    }
+
+    thread_proc(path, sizeof(path), "ns/net");
+    saved = open(path, O_RDONLY | O_CLOEXEC);
+    if (saved < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "open(%s): %s", path, strerror(-rc));
+        goto out;
+    }
+    if (use_path) {
+        struct stat st_t, st_s;
+
+        h->ns_fd = open(ns_path, O_RDONLY | O_CLOEXEC);
+        if (h->ns_fd < 0) {
+            rc = -errno;
+            seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(-rc));
+            goto out;
+        }
+        /* Already there (e.g. the path names our own namespace)? Then no
+         * setns, which also spares the CAP_SYS_ADMIN requirement. */
+        if (fstat(h->ns_fd, &st_t) == 0 && fstat(saved, &st_s) == 0 &&
+            st_t.st_dev == st_s.st_dev && st_t.st_ino == st_s.st_ino) {
+            /* nothing to do */
+        } else {
+            if (setns(h->ns_fd, CLONE_NEWNET) < 0) {
+                rc = -errno;
+                seterr(errbuf, errlen, "setns(%s): %s%s", ns_path, strerror(-rc),
+                       setns_hint(-rc));
+                goto out;
+            }
+            switched = 1;
+        }
+    } else {
+        h->ns_fd = saved;
+        saved = -1;
+    }
+
+    thread_proc(path, sizeof(path), "net/ip_vs");
+    if (access(path, F_OK) < 0) {
+        e = errno;
+        if (e == ENOENT) {
+            rc = -EPROTONOSUPPORT;
+            seterr(errbuf, errlen, "ip_vs not loaded in namespace %s (%s absent)",
+                   h->label, path);
+        } else {
+            rc = -e;
+            seterr(errbuf, errlen, "namespace %s: access(%s): %s", h->label, path, strerror(e));
+        }
+        goto out;
+    }
+
+    h->nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+    if (h->nl_fd < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "socket(AF_NETLINK, NETLINK_GENERIC): %s", strerror(-rc));
+        goto out;
+    }
+    {
+        int v = RCVBUF_WANT;
+
+        if (setsockopt(h->nl_fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+            (void)setsockopt(h->nl_fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+    }
+    if (timeout_ms > 0) {
+        struct timeval tv;
+
+        tv.tv_sec = timeout_ms / 1000;
+        tv.tv_usec = (timeout_ms % 1000) * 1000;
+        if (setsockopt(h->nl_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+            rc = -errno;
+            seterr(errbuf, errlen, "setsockopt(SO_RCVTIMEO): %s", strerror(-rc));
+            goto out;
+        }
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.nl_family = AF_NETLINK;
+    if (bind(h->nl_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "bind(AF_NETLINK): %s", strerror(-rc));
+        goto out;
+    }
+    salen = sizeof(sa);
+    if (getsockname(h->nl_fd, (struct sockaddr *)&sa, &salen) < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "getsockname(AF_NETLINK): %s", strerror(-rc));
+        goto out;
+    }
+    h->portid = sa.nl_pid;
+
+    rc = resolve_family(h, errbuf, errlen);
+    if (rc < 0)
+        goto out;
+
+    thread_proc(path, sizeof(path), "net/ip_vs_stats");
+    h->stats_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (h->stats_fd < 0)
+        h->stats_err = errno;   /* not fatal: totals are optional */
+
+out:
+    if (switched) {
+        if (setns(saved, CLONE_NEWNET) < 0) {
+            e = errno;
+            seterr(errbuf, errlen,
+                   "FATAL: could not restore this thread's network namespace after entering %s: "
+                   "setns: %s; the thread is now in the wrong namespace",
+                   h->label, strerror(e));
+            rc = -e;
+        }
+    }
+    if (saved >= 0)
+        close(saved);
+    if (rc < 0) {
+        ipvs_close(h);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
+    if (err)
+        *err = 0;
+    return h;
+}
+
+void ipvs_close(ipvs_handle *h)
+{
+    if (!h)
+        return;
+    if (h->nl_fd >= 0)
+        close(h->nl_fd);
+    if (h->ns_fd >= 0)
+        close(h->ns_fd);
+    if (h->stats_fd >= 0)
+        close(h->stats_fd);
+    free(h->buf);
+    free(h);
+}
+
+int ipvs_ns_ident(ipvs_handle *h, uint64_t *dev, uint64_t *ino)
+{
+    struct stat st;
+
+    if (!h || h->ns_fd < 0)
+        return -EBADF;
+    if (fstat(h->ns_fd, &st) < 0)
+        return -errno;
+    if (dev)
+        *dev = (uint64_t)st.st_dev;
+    if (ino)
+        *ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+static int dump_dests(ipvs_handle *h, const struct ipvs_svc_rec *s, uint32_t svc_index,
+                      ipvs_result *res, char *errbuf, size_t errlen)
+{
+    uint8_t msg[128];
+    size_t off, nest_off;
+    uint16_t nest_len, nest_type = K_CMD_ATTR_SERVICE | NLA_F_NESTED;
+    struct parse_ctx c;
+
+    off = put_genl_hdr(msg, h->family_id, NLM_F_REQUEST | NLM_F_DUMP, K_CMD_GET_DEST,
+                       K_IPVS_GENL_VERSION);
+    nest_off = off;
+    off += NLA_HDRLEN;
+    put_attr(msg, &off, K_SVC_ATTR_AF, &s->af, 2);
+    if (s->fwmark) {
+        put_attr(msg, &off, K_SVC_ATTR_FWMARK, &s->fwmark, 4);
+    } else {
+        uint16_t port_be = be16_to_host(s->port);
+
+        put_attr(msg, &off, K_SVC_ATTR_PROTOCOL, &s->protocol, 2);
+        put_attr(msg, &off, K_SVC_ATTR_ADDR, s->addr, 16);
+        put_attr(msg, &off, K_SVC_ATTR_PORT, &port_be, 2);
+    }
+    nest_len = (uint16_t)(off - nest_off);
+    memcpy(msg + nest_off, &nest_len, 2);
+    memcpy(msg + nest_off + 2, &nest_type, 2);
+
+    memset(&c, 0, sizeof(c));
+    c.kind = KIND_DEST;
+    c.svc_index = svc_index;
+    c.svc_af = s->af;
+    c.res = res;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    return nl_dump(h, msg, off, &c);
+}
+
+int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
+{
+    uint8_t msg[32];
+    size_t off, i, w;
+    struct parse_ctx c;
+    int r;
+
+    if (!h || !res) {
+        seterr(errbuf, errlen, "ipvs_dump: NULL handle or result");
+        return -EINVAL;
+    }
+    ipvs_result_clear(res);
+
+    off = put_genl_hdr(msg, h->family_id, NLM_F_REQUEST | NLM_F_DUMP, K_CMD_GET_SERVICE,
+                       K_IPVS_GENL_VERSION);
+    memset(&c, 0, sizeof(c));
+    c.kind = KIND_SERVICE;
+    c.res = res;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    r = nl_dump(h, msg, off, &c);
+    if (r < 0)
+        goto fail;
+    if (res->nsvcs > (size_t)INT32_MAX) {
+        seterr(errbuf, errlen, "too many services");
+        r = -EOVERFLOW;
+        goto fail;
+    }
+
+    /* Dest dumps; services deleted meanwhile are dropped, compacting in place. */
+    for (i = 0, w = 0; i < res->nsvcs; i++) {
+        size_t first = res->ndests;
+        struct ipvs_svc_rec s = res->svcs[i];
+
+        r = dump_dests(h, &s, (uint32_t)w, res, errbuf, errlen);
+        if (r == -ENOENT || r == -ESRCH) {
+            res->ndests = first;
+            continue;
+        }
+        if (r < 0)
+            goto fail;
+        s.first_dest = (uint32_t)first;
+        s.ndests = (uint32_t)(res->ndests - first);
+        res->svcs[w++] = s;
+    }
+    res->nsvcs = w;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    return (int)w;
+
+fail:
+    ipvs_result_clear(res);
+    return r;
+}
+
+long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len)
+{
+    size_t off = 0;
+
+    if (!h || !buf)
+        return -EINVAL;
+    if (h->stats_fd < 0)
+        return -(h->stats_err ? h->stats_err : EBADF);
+    while (off < len) {
+        ssize_t n = pread(h->stats_fd, buf + off, len - off, (off_t)off);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    return (long)off;
+}

@@ -1,0 +1,596 @@
+"""Pure-Python IPVS backend: generic netlink over a plain socket.
+
+Produces the same packed records as the C core (``csrc/ipvs_core.c``) for the
+same kernel replies; ``parse_services`` / ``parse_dests`` mirror
+``ipvs_parse_service_msgs`` / ``ipvs_parse_dest_msgs`` rule for rule, and the
+tests compare both byte for byte.
+
+Parsing rules (shared with the C core):
+  * ``data`` is one dump reply: netlink messages back to back (one or more
+    datagrams concatenated); nlmsg_len must fit, messages NLMSG_ALIGN'ed.
+  * The reply ends at NLMSG_DONE, which is required (else EBADMSG); whatever
+    follows it is ignored.
+  * NLMSG_ERROR with -4095 <= error < 0 -> IPVSError(-error); error 0 (an
+    ACK) is skipped; other errors and payloads under 4 bytes -> EBADMSG.
+    NLMSG_DONE carrying -4095 <= error < 0 (dump aborted) -> IPVSError(-error),
+    error < -4095 -> EBADMSG. NLMSG_NOOP is skipped, other control types
+    (< NLMSG_MIN_TYPE) -> EBADMSG.
+  * family_id != 0: data messages must have nlmsg_type == family_id.
+  * Data messages need a genlmsghdr (cmd not checked) and the top-level nest
+    IPVS_CMD_ATTR_SERVICE / IPVS_CMD_ATTR_DEST (the last one wins).
+  * A service needs IPVS_SVC_ATTR_AF; everything else is optional (0/empty).
+    Integers must have exactly their width; ADDR 4..16 bytes (zero padded);
+    strings cut at the first NUL and to field size - 1; unknown attributes
+    ignored; of duplicates the last wins.
+  * Stats: STATS64 if present else STATS (32-bit nest: conns/inpkts/outpkts/
+    rates u32, bytes u64); every stats nest present is validated; counters
+    outside 1..10 (PAD) ignored.
+  * Anything malformed -> IPVSError(EBADMSG).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import threading
+import time
+from typing import List, Optional, Tuple
+
+from . import genl as g
+from .errors import IPVSError
+from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME,
+                      REC_STATS32, REC_STATS64, REC_TUN, SVC_SIZE, SVC_STRUCT)
+from .snapshot import Snapshot, parse_ip_vs_stats
+
+__all__ = ["parse_services", "parse_dests", "PythonBackend"]
+
+CLONE_NEWNET = 0x40000000
+RCVBUF_BYTES = 1 << 20
+RECV_BUFSIZE = 1 << 17          # kernel dump skbs are at most 32 KiB
+
+_ZERO16 = bytes(16)
+_ZERO_STATS = (0,) * 10
+_U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
+_U64 = struct.Struct("=Q")
+_FIRST_DEST_OFF = SVC_SIZE - 8  # offset of first_dest, ndests in a svc record
+_FD_ND = struct.Struct("=II")
+
+# nest widths, by stats attribute type (1..10) -> (index, width)
+_S32 = {t: (t - 1, w) for t, w in g.STATS32_WIDTHS.items()}
+_S64 = {t: (t - 1, w) for t, w in g.STATS64_WIDTHS.items()}
+
+
+# --------------------------------------------------------------------------
+# pure parsers
+# --------------------------------------------------------------------------
+
+def _stats(buf, a: int, b: int, widths: dict) -> list:
+    st = [0] * 10
+    for t, x, y in g.iter_attrs(buf, a, b):
+        iw = widths.get(t)
+        if iw is None:
+            continue            # IPVS_STATS_ATTR_PAD and future counters
+        i, w = iw
+        if y - x != w:
+            raise g.bad(f"stats attribute {t}: {y - x} bytes, expected {w}")
+        st[i] = (_U32 if w == 4 else _U64).unpack_from(buf, x)[0]
+    return st
+
+
+def _pick_stats(s32, s64) -> Tuple[list, int]:
+    """STATS64 preferred over STATS (both already validated)."""
+    if s64 is not None:
+        return s64, REC_STATS64
+    if s32 is not None:
+        return s32, REC_STATS32
+    return _ZERO_STATS, 0
+
+
+def _addr(buf, a: int, b: int) -> bytes:
+    if not 4 <= b - a <= 16:
+        raise g.bad(f"address attribute of {b - a} bytes, expected 4..16")
+    return bytes(buf[a:b]).ljust(16, b"\0")
+
+
+def _cstr(buf, a: int, b: int, size: int) -> bytes:
+    return g.get_str(buf, a, b)[:size - 1]
+
+
+def _service_record(buf, a: int, b: int) -> bytes:
+    af = None
+    protocol = port = fwmark = flags = timeout = netmask = attrs = 0
+    addr = _ZERO16
+    sched = pe = b""
+    s32 = s64 = None
+    for t, x, y in g.iter_attrs(buf, a, b):
+        if t == g.IPVS_SVC_ATTR_AF:
+            af = g.get_u16(buf, x, y, "IPVS_SVC_ATTR_AF")
+        elif t == g.IPVS_SVC_ATTR_PROTOCOL:
+            protocol = g.get_u16(buf, x, y, "IPVS_SVC_ATTR_PROTOCOL")
+        elif t == g.IPVS_SVC_ATTR_ADDR:
+            addr = _addr(buf, x, y)
+        elif t == g.IPVS_SVC_ATTR_PORT:
+            port = g.get_be16(buf, x, y, "IPVS_SVC_ATTR_PORT")
+        elif t == g.IPVS_SVC_ATTR_FWMARK:
+            fwmark = g.get_u32(buf, x, y, "IPVS_SVC_ATTR_FWMARK")
+        elif t == g.IPVS_SVC_ATTR_SCHED_NAME:
+            sched = _cstr(buf, x, y, g.IP_VS_SCHEDNAME_MAXLEN)
+        elif t == g.IPVS_SVC_ATTR_FLAGS:
+            if y - x != 8:
+                raise g.bad(f"IPVS_SVC_ATTR_FLAGS: {y - x} bytes, expected 8")
+            flags = _U32.unpack_from(buf, x)[0]   # ip_vs_flags.flags
+        elif t == g.IPVS_SVC_ATTR_TIMEOUT:
+            timeout = g.get_u32(buf, x, y, "IPVS_SVC_ATTR_TIMEOUT")
+        elif t == g.IPVS_SVC_ATTR_NETMASK:
+            # the raw 4 bytes memcpy'd into a u32 (a host-order read)
+            netmask = g.get_u32(buf, x, y, "IPVS_SVC_ATTR_NETMASK")
+        elif t == g.IPVS_SVC_ATTR_STATS:
+            s32 = _stats(buf, x, y, _S32)
+        elif t == g.IPVS_SVC_ATTR_PE_NAME:
+            pe = _cstr(buf, x, y, g.IP_VS_PENAME_MAXLEN)
+            attrs |= REC_PE_NAME
+        elif t == g.IPVS_SVC_ATTR_STATS64:
+            s64 = _stats(buf, x, y, _S64)
+    if af is None:
+        raise g.bad("service without IPVS_SVC_ATTR_AF")
+    stats, sbit = _pick_stats(s32, s64)
+    return SVC_STRUCT.pack(af, protocol, port, attrs | sbit, fwmark, flags,
+                           timeout, netmask, addr, sched, pe, *stats, 0, 0)
+
+
+def _dest_record(buf, a: int, b: int, svc_index: int, svc_af: int) -> bytes:
+    af = svc_af         # kernels < 3.18 have no IPVS_DEST_ATTR_ADDR_FAMILY
+    port = fwd = weight = uth = lth = active = inact = persist = 0
+    tun_port = tun_flags = tun_type = attrs = 0
+    addr = _ZERO16
+    s32 = s64 = None
+    for t, x, y in g.iter_attrs(buf, a, b):
+        if t == g.IPVS_DEST_ATTR_ADDR:
+            addr = _addr(buf, x, y)
+        elif t == g.IPVS_DEST_ATTR_PORT:
+            port = g.get_be16(buf, x, y, "IPVS_DEST_ATTR_PORT")
+        elif t == g.IPVS_DEST_ATTR_FWD_METHOD:
+            fwd = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_FWD_METHOD")
+        elif t == g.IPVS_DEST_ATTR_WEIGHT:
+            weight = g.get_i32(buf, x, y, "IPVS_DEST_ATTR_WEIGHT")
+        elif t == g.IPVS_DEST_ATTR_U_THRESH:
+            uth = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_U_THRESH")
+        elif t == g.IPVS_DEST_ATTR_L_THRESH:
+            lth = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_L_THRESH")
+        elif t == g.IPVS_DEST_ATTR_ACTIVE_CONNS:
+            active = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_ACTIVE_CONNS")
+        elif t == g.IPVS_DEST_ATTR_INACT_CONNS:
+            inact = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_INACT_CONNS")
+        elif t == g.IPVS_DEST_ATTR_PERSIST_CONNS:
+            persist = g.get_u32(buf, x, y, "IPVS_DEST_ATTR_PERSIST_CONNS")
+        elif t == g.IPVS_DEST_ATTR_STATS:
+            s32 = _stats(buf, x, y, _S32)
+        elif t == g.IPVS_DEST_ATTR_ADDR_FAMILY:
+            af = g.get_u16(buf, x, y, "IPVS_DEST_ATTR_ADDR_FAMILY")
+            attrs |= REC_DEST_AF
+        elif t == g.IPVS_DEST_ATTR_STATS64:
+            s64 = _stats(buf, x, y, _S64)
+        elif t == g.IPVS_DEST_ATTR_TUN_TYPE:
+            tun_type = g.get_u8(buf, x, y, "IPVS_DEST_ATTR_TUN_TYPE")
+            attrs |= REC_TUN
+        elif t == g.IPVS_DEST_ATTR_TUN_PORT:
+            tun_port = g.get_be16(buf, x, y, "IPVS_DEST_ATTR_TUN_PORT")
+            attrs |= REC_TUN
+        elif t == g.IPVS_DEST_ATTR_TUN_FLAGS:
+            tun_flags = g.get_u16(buf, x, y, "IPVS_DEST_ATTR_TUN_FLAGS")
+            attrs |= REC_TUN
+    stats, sbit = _pick_stats(s32, s64)
+    return DEST_STRUCT.pack(svc_index, af, port, addr, fwd, weight, uth, lth,
+                            active, inact, persist, tun_port, tun_flags,
+                            tun_type, attrs | sbit, *stats)
+
+
+def _walk(data, family_id: int, nest_type: int, what: str, record) -> bytes:
+    """Shared message loop: the concatenated records of one dump reply."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if not 0 <= family_id <= 0xFFFF:
+        raise ValueError(f"family_id {family_id} out of range")
+    out = []
+    for m in g.iter_messages(data):
+        t = m.hdr.type
+        if t == g.NLMSG_ERROR:
+            err = g.get_error(data, m)
+            if err == 0:
+                continue                    # ACK (not requested for dumps)
+            if not -4095 <= err < 0:
+                raise g.bad(f"{what} reply: NLMSG_ERROR with invalid error "
+                            f"{err}")
+            raise IPVSError(-err, f"kernel rejected {what}: "
+                            f"{os.strerror(-err)}")
+        if t == g.NLMSG_DONE:
+            if m.end - m.start >= 4:
+                err = _I32.unpack_from(data, m.start)[0]
+                if err < -4095:
+                    raise g.bad(f"{what} reply: NLMSG_DONE with invalid "
+                                f"error {err}")
+                if err < 0:
+                    raise IPVSError(-err, f"kernel aborted {what} dump: "
+                                    f"{os.strerror(-err)}")
+            return b"".join(out)
+        if t == g.NLMSG_NOOP:
+            continue
+        if t < g.NLMSG_MIN_TYPE:
+            raise g.bad(f"{what} reply: unexpected control message type {t}")
+        if family_id and t != family_id:
+            raise g.bad(f"{what} reply: message type {t}, IPVS family is "
+                        f"{family_id}")
+        if m.end - m.start < g.GENL_HDRLEN:
+            raise g.bad(f"{what} reply: message too short for a genl header")
+        # genlmsghdr.cmd is not checked: the nest type says what it carries
+        nest = None
+        for at, x, y in g.iter_attrs(data, m.start + g.GENL_HDRLEN, m.end):
+            if at == nest_type:
+                nest = (x, y)
+        if nest is None:
+            raise g.bad(f"{what} reply: message without its top-level nest")
+        out.append(record(data, nest[0], nest[1]))
+    raise g.bad(f"{what} reply ended without NLMSG_DONE")
+
+
+def parse_services(data: bytes, family_id: int = 0) -> bytes:
+    """Packed ipvs_svc_rec records (first_dest = ndests = 0) from one
+    GET_SERVICE dump reply."""
+    return _walk(data, family_id, g.IPVS_CMD_ATTR_SERVICE, "GET_SERVICE",
+                 _service_record)
+
+
+def parse_dests(data: bytes, svc_index: int, svc_af: int,
+                family_id: int = 0) -> bytes:
+    """Packed ipvs_dest_rec records from one GET_DEST dump reply."""
+    if not 0 <= svc_index <= 0xFFFFFFFF or not 0 <= svc_af <= 0xFFFF:
+        raise ValueError("svc_index/svc_af out of range")
+    return _walk(data, family_id, g.IPVS_CMD_ATTR_DEST, "GET_DEST",
+                 lambda buf, a, b: _dest_record(buf, a, b, svc_index, svc_af))
+
+
+# --------------------------------------------------------------------------
+# namespace handling
+# --------------------------------------------------------------------------
+
+_libc = None
+
+
+def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+        _libc.setns.restype = ctypes.c_int
+    if _libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _svc_request_attrs(rec: tuple) -> bytes:
+    """Nested IPVS_CMD_ATTR_SERVICE identifying one service record."""
+    af, protocol, port, _attrs, fwmark = rec[0], rec[1], rec[2], rec[3], rec[4]
+    inner = g.attr_u16(g.IPVS_SVC_ATTR_AF, af)
+    if fwmark:
+        inner += g.attr_u32(g.IPVS_SVC_ATTR_FWMARK, fwmark)
+    else:
+        inner += (g.attr_u16(g.IPVS_SVC_ATTR_PROTOCOL, protocol)
+                  + g.encode_attr(g.IPVS_SVC_ATTR_ADDR, rec[8])
+                  + g.attr_be16(g.IPVS_SVC_ATTR_PORT, port))
+    return g.encode_nested(g.IPVS_CMD_ATTR_SERVICE, inner)
+
+
+class PythonBackend:
+    """One IPVS handle bound to one network namespace.
+
+    ``ns_path`` "" = the calling thread's own namespace; otherwise a netns
+    file such as /run/netns/x or /proc/<pid>/ns/net. The socket and the
+    ip_vs_stats fd are created inside the target namespace and stay bound to
+    it; the calling thread's namespace is restored before __init__ returns.
+    """
+
+    backend_name = "python"
+
+    def __init__(self, ns_path: str = "", timeout: Optional[float] = 5.0):
+        self.ns_path = os.fsdecode(ns_path) if ns_path else ""
+        # None or <= 0: wait for the kernel without a time limit
+        self.timeout = timeout if timeout is not None and timeout > 0 else None
+        self._lock = threading.Lock()
+        self._ns_fd = -1
+        self._stats_fd = -1
+        self._sock: Optional[socket.socket] = None
+        self._seq = int(time.time()) & 0x7FFFFFFF
+        self.family_id = 0
+        self._buf = bytearray(RECV_BUFSIZE)
+        self._open()
+
+    # ---- opening ---------------------------------------------------------
+    def _open(self) -> None:
+        ns_path = self.ns_path
+        where = f"namespace {ns_path!r}" if ns_path else "own namespace"
+        saved = -1
+        entered = False
+        ok = False
+        try:
+            if ns_path:
+                try:
+                    self._ns_fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise IPVSError(e.errno, f"namespace path {ns_path}: "
+                                    f"{os.strerror(e.errno)}") from None
+                saved = os.open("/proc/thread-self/ns/net",
+                                os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _setns(self._ns_fd)
+                except OSError as e:
+                    if e.errno == errno.EPERM:
+                        raise IPVSError(errno.EPERM, f"setns({ns_path}): "
+                                        "Operation not permitted (entering a "
+                                        "network namespace needs CAP_SYS_ADMIN)"
+                                        ) from None
+                    if e.errno == errno.EINVAL:
+                        raise IPVSError(errno.EINVAL, f"setns({ns_path}): not "
+                                        "a network namespace file") from None
+                    raise IPVSError(e.errno, f"setns({ns_path}): "
+                                    f"{os.strerror(e.errno)}") from None
+                entered = True
+            else:
+                self._ns_fd = os.open("/proc/thread-self/ns/net",
+                                      os.O_RDONLY | os.O_CLOEXEC)
+            # Resolving the genl family would auto-load ip_vs: check first.
+            if not os.path.exists("/proc/thread-self/net/ip_vs"):
+                raise IPVSError(errno.EPROTONOSUPPORT,
+                                f"ip_vs not loaded in {where} "
+                                "(/proc/net/ip_vs missing)")
+            self._sock = self._make_socket()
+            self.family_id = self._resolve_family()
+            try:
+                self._stats_fd = os.open("/proc/thread-self/net/ip_vs_stats",
+                                         os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise IPVSError(e.errno, "open /proc/net/ip_vs_stats: "
+                                f"{os.strerror(e.errno)}") from None
+            ok = True
+        except IPVSError:
+            raise
+        except OSError as e:        # e.g. /proc not mounted
+            raise IPVSError(e.errno or errno.EIO, f"opening IPVS handle in "
+                            f"{where}: {e}") from None
+        finally:
+            restore_err = None
+            if entered:
+                try:
+                    _setns(saved)
+                except OSError as e:   # the thread is in the wrong netns
+                    restore_err = e
+            if saved >= 0:
+                os.close(saved)
+            if not ok or restore_err is not None:
+                self._close_fds()
+            if restore_err is not None:
+                raise IPVSError(restore_err.errno,
+                                "setns back to the original namespace failed: "
+                                f"{os.strerror(restore_err.errno)}")
+
+    def _make_socket(self) -> socket.socket:
+        try:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                              g.NETLINK_GENERIC)
+        except OSError as e:
+            raise IPVSError(e.errno, "netlink socket: "
+                            f"{os.strerror(e.errno)}") from None
+        try:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, g.SO_RCVBUFFORCE, RCVBUF_BYTES)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            s.bind((0, 0))
+            s.settimeout(self.timeout)
+        except OSError as e:
+            s.close()
+            raise IPVSError(e.errno, "netlink socket setup: "
+                            f"{os.strerror(e.errno)}") from None
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _resolve_family(self) -> int:
+        seq = self._next_seq()
+        reply = self._transact(g.encode_getfamily(g.IPVS_GENL_NAME, seq), seq,
+                               dump=False)
+        try:
+            return g.parse_family_id(reply)
+        except IPVSError as e:
+            if e.errno == errno.ENOENT:
+                raise IPVSError(errno.EPROTONOSUPPORT, "generic netlink "
+                                "family IPVS not registered") from None
+            raise
+
+    # ---- transport -------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    def _transact(self, request: bytes, seq: int, dump: bool = True) -> bytes:
+        """Send one request, return the concatenated datagrams of its reply
+        (messages with other sequence numbers, i.e. late replies to earlier
+        timed-out requests, are dropped)."""
+        sock = self._sock
+        if sock is None:
+            raise IPVSError(errno.EBADF, "IPVS handle is closed")
+        try:
+            sock.settimeout(self.timeout)
+            sock.sendto(request, (0, 0))
+        except socket.timeout:
+            raise IPVSError(errno.ETIMEDOUT, "netlink send timed out") from None
+        except OSError as e:
+            raise IPVSError(e.errno, f"netlink send: {os.strerror(e.errno)}"
+                            ) from None
+        buf = self._buf
+        view = memoryview(buf)
+        parts: List[bytes] = []
+        timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise IPVSError(errno.ETIMEDOUT, "no complete reply from "
+                                    f"the kernel within {timeout:g}s")
+                sock.settimeout(remaining)
+            try:
+                n = sock.recv_into(view, 0, socket.MSG_TRUNC)
+            except socket.timeout:
+                raise IPVSError(errno.ETIMEDOUT, "no reply from the kernel "
+                                f"within {timeout:g}s") from None
+            except OSError as e:
+                raise IPVSError(e.errno, "netlink recv: "
+                                f"{os.strerror(e.errno)}") from None
+            if n > len(buf):
+                raise IPVSError(errno.EMSGSIZE, f"netlink datagram of {n} "
+                                f"bytes truncated to {len(buf)}")
+            dgram = bytes(view[:n])
+            end, ours = self._scan(dgram, seq, dump)
+            if not ours:
+                continue            # stale reply to an earlier request
+            parts.append(dgram)
+            if end:
+                return b"".join(parts)
+
+    @staticmethod
+    def _scan(dgram: bytes, seq: int, dump: bool) -> Tuple[bool, bool]:
+        """(reply complete?, datagram belongs to seq?)"""
+        end = False
+        ours = None
+        for m in g.iter_messages(dgram):
+            mine = m.hdr.seq == seq
+            if ours is None:
+                ours = mine
+            elif ours != mine:
+                raise g.bad("datagram mixes sequence numbers")
+            t = m.hdr.type
+            if t == g.NLMSG_DONE or t == g.NLMSG_ERROR:
+                end = True
+            elif not dump and t >= g.NLMSG_MIN_TYPE:
+                end = True
+        return end, bool(ours)
+
+    def _dump_request(self, cmd: int, attrs: bytes = b"") -> bytes:
+        seq = self._next_seq()
+        msg = g.encode_genl(self.family_id, g.NLM_F_REQUEST | g.NLM_F_DUMP,
+                            seq, cmd, g.IPVS_GENL_VERSION, attrs)
+        return self._transact(msg, seq)
+
+    # ---- dumps -----------------------------------------------------------
+    def _dump_raw_locked(self):
+        svc_reply = self._dump_request(g.IPVS_CMD_GET_SERVICE)
+        try:
+            svcs = parse_services(svc_reply, self.family_id)
+        except IPVSError as e:
+            if e.errno == errno.EPERM:
+                raise IPVSError(errno.EPERM, "IPVS service dump: Operation "
+                                "not permitted (needs CAP_NET_ADMIN in the "
+                                "namespace's user namespace)") from None
+            raise
+        out = []
+        for i, rec in enumerate(SVC_STRUCT.iter_unpack(svcs)):
+            reply = self._dump_request(g.IPVS_CMD_GET_DEST,
+                                       _svc_request_attrs(rec))
+            out.append((i, rec[0], reply))
+        return svc_reply, svcs, out
+
+    def dump_raw(self):
+        """(service_reply, [(svc_index, svc_af, dest_reply), ...]): the raw
+        concatenated datagrams of each dump, for fixtures. svc_index is the
+        service's position in service_reply."""
+        with self._lock:
+            svc_reply, _svcs, dests = self._dump_raw_locked()
+        return svc_reply, dests
+
+    def read_totals(self) -> Optional[tuple]:
+        if self._stats_fd < 0:
+            return None
+        try:
+            raw = os.pread(self._stats_fd, 65536, 0)
+        except OSError:
+            return None
+        return parse_ip_vs_stats(raw.decode("ascii", "replace"))
+
+    def dump(self) -> Snapshot:
+        t0 = time.monotonic()
+        with self._lock:
+            _svc_reply, svcs, raw = self._dump_raw_locked()
+            fam = self.family_id
+            svc_out = []
+            dest_out = []
+            ndest_total = 0
+            for i, af, reply in raw:
+                kept = len(svc_out)
+                try:
+                    d = parse_dests(reply, kept, af, fam)
+                except IPVSError as e:
+                    if e.errno in (errno.ENOENT, errno.ESRCH):
+                        continue    # service deleted between the two dumps
+                    raise
+                nd = len(d) // DEST_SIZE
+                rec = bytearray(svcs[i * SVC_SIZE:(i + 1) * SVC_SIZE])
+                _FD_ND.pack_into(rec, _FIRST_DEST_OFF, ndest_total, nd)
+                svc_out.append(bytes(rec))
+                dest_out.append(d)
+                ndest_total += nd
+            totals = self.read_totals()
+        return Snapshot(b"".join(svc_out), b"".join(dest_out), totals,
+                        {"backend": self.backend_name,
+                         "ns_path": self.ns_path,
+                         "duration": time.monotonic() - t0})
+
+    # ---- identity / lifetime ---------------------------------------------
+    def ns_ident(self) -> Tuple[int, int]:
+        with self._lock:
+            if self._ns_fd < 0:
+                raise IPVSError(errno.EBADF, "IPVS handle is closed")
+            st = os.fstat(self._ns_fd)
+        return st.st_dev, st.st_ino
+
+    def _close_fds(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+        for name in ("_stats_fd", "_ns_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_fds()
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def __enter__(self) -> "PythonBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self._close_fds()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return (f"<PythonBackend ns={self.ns_path!r} family={self.family_id}"
+                f"{' closed' if self.closed else ''}>")
