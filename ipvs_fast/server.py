@@ -1,0 +1,387 @@
+"""HTTP layer: aiohttp's low-level server on uvloop.
+
+* ``GET``/``HEAD`` on the telemetry path -> text format 0.0.4, gzip-encoded
+  (ISA-L level 1 if importable, else zlib level 1) when Accept-Encoding
+  allows it; ``/`` landing page; ``/healthz``; 404 elsewhere; 405 for other
+  methods on those paths.
+* Collection, rendering and compression run in a small thread pool, never on
+  the event loop. Concurrent scrapes share one in-flight collection
+  (single-flight); a request arriving after it finished starts a new one.
+* Explicit limits: keep-alive / idle-connection timeout (also bounds how long
+  a client may take to send its request head), header size limits, a
+  per-request handling timeout, and a shutdown timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import ipaddress
+import logging
+import signal
+import socket
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from .ingress import CONTENT_TYPE, Renderer
+
+log = logging.getLogger(__name__)
+
+
+def zlib_gzip(data: bytes) -> bytes:
+    """A gzip stream (RFC 1952) at zlib level 1."""
+    c = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+try:  # ISA-L: several times faster than zlib at level 1
+    from isal import igzip as _igzip
+
+    def gzip_compress(data: bytes) -> bytes:
+        """A gzip stream (RFC 1952) at ISA-L level 1."""
+        return _igzip.compress(data, compresslevel=1, mtime=0)
+
+    GZIP_IMPL = "isal"
+except Exception:  # pragma: no cover - depends on the environment
+    gzip_compress = zlib_gzip
+    GZIP_IMPL = "zlib"
+
+
+# ---------------------------------------------------------------------------
+# Listen address ("host:port" like Go's net.Listen)
+
+def parse_listen_address(addr: str) -> tuple[str, int]:
+    """``":9100"`` -> ("", 9100) (all interfaces), ``"127.0.0.1:9100"``,
+    ``"[::1]:9100"``, ``"localhost:9100"``. Raises ValueError."""
+    if not isinstance(addr, str) or ":" not in addr:
+        raise ValueError(f"{addr!r}: missing port (expected HOST:PORT, e.g. :9100)")
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end < 0 or addr[end + 1:end + 2] != ":":
+            raise ValueError(f"{addr!r}: expected [IPv6]:PORT")
+        host, port_s = addr[1:end], addr[end + 2:]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"{addr!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, _, port_s = addr.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"{addr!r}: IPv6 addresses must be in brackets, e.g. [::1]:9100")
+        if host:
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                labels = host.rstrip(".").split(".")
+                if not all(lbl and len(lbl) <= 63 and all(c.isalnum() or c == "-" for c in lbl)
+                           and lbl.isascii() and not lbl.startswith("-")
+                           for lbl in labels) or len(host) > 253:
+                    raise ValueError(f"{addr!r}: {host!r} is not a valid host name or address")
+    if not port_s.isdigit() or not port_s.isascii():
+        raise ValueError(f"{addr!r}: port {port_s!r} is not a number")
+    port = int(port_s)
+    if port > 65535:
+        raise ValueError(f"{addr!r}: port {port} out of range")
+    return host, port
+
+
+def _new_socket(family: int, sockaddr, *, v6only: Optional[bool] = None) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and v6only is not None:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
+        s.bind(sockaddr)
+        s.setblocking(False)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def bind_listen_socket(host: str, port: int) -> socket.socket:
+    """One listening-ready socket for (host, port).
+
+    "" -> a dual-stack ``[::]`` socket (IPv4 and IPv6), or ``0.0.0.0`` when
+    the host has no IPv6. A host name binds its first address, IPv4
+    preferred (as Go's net.Listen does). Raises OSError.
+    """
+    if host == "":
+        if socket.has_ipv6:
+            try:
+                return _new_socket(socket.AF_INET6, ("::", port), v6only=False)
+            except OSError as e:
+                log.debug("dual-stack bind failed (%s); using IPv4 only", e)
+        return _new_socket(socket.AF_INET, ("0.0.0.0", port))
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos.sort(key=lambda i: 0 if i[0] == socket.AF_INET else 1)
+    last: Optional[OSError] = None
+    for family, _, _, _, sockaddr in infos:
+        try:
+            return _new_socket(family, sockaddr, v6only=True if family == socket.AF_INET6 else None)
+        except OSError as e:
+            last = e
+    raise last or OSError(f"cannot resolve {host!r}")
+
+
+def _url_host(sockaddr) -> str:
+    host = sockaddr[0]
+    return f"[{host}]" if ":" in host else host
+
+
+# ---------------------------------------------------------------------------
+
+def accepts_gzip(header: Optional[str]) -> bool:
+    """RFC 9110 Accept-Encoding: gzip (or ``*``) with a non-zero q-value."""
+    if not header:
+        return False
+    gzip_q = None
+    star_q = None
+    for item in header.split(","):
+        parts = item.strip().split(";")
+        coding = parts[0].strip().lower()
+        q = 1.0
+        for p in parts[1:]:
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v.strip())
+                except ValueError:
+                    q = 0.0
+        if coding in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif coding == "*":
+            star_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return bool(star_q and star_q > 0)
+
+
+class Payload:
+    """One collection's output. Its gzip form is computed once, on demand,
+    in the pool (``gz`` is that future; only touched on the event loop)."""
+
+    __slots__ = ("body", "gz")
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.gz: Optional[asyncio.Future] = None
+
+
+class Exporter:
+    """Synchronous collection: targets -> CollectResults -> bytes.
+
+    ``collect()`` runs in a worker thread. Process metrics (``process_*``,
+    the same names the Go original's default registry exports) come from
+    prometheus_client's ProcessCollector in a private registry. The platform
+    (``python_info``) and GC (``python_gc_*``) collectors are left out: they
+    are the Python analogue of the Go runtime's ``go_*`` series, which no
+    dashboard for this exporter would use.
+    """
+
+    def __init__(self, targets: list, build_info: Optional[dict] = None,
+                 renderer: Optional[Renderer] = None, process_metrics: bool = True):
+        self.targets = list(targets)
+        self.build_info = build_info
+        self.renderer = renderer or Renderer()
+        self._lock = threading.Lock()
+        self._extra = None
+        if process_metrics:
+            self._extra = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self._extra)
+
+    def collect(self) -> bytes:
+        with self._lock:
+            results = [t.collect() for t in self.targets]
+            extra = ""
+            if self._extra is not None:
+                extra = generate_latest(self._extra).decode("utf-8")
+            return self.renderer.render(results, self.build_info, extra)
+
+    def close(self) -> None:
+        for t in self.targets:
+            try:
+                t.close()
+            except Exception as e:
+                log.debug("closing target failed: %r", e)
+
+
+LANDING = """<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>IPVS Exporter</title></head>
+<body>
+<h1>IPVS Exporter</h1>
+<p>ipvs_fast {version} &mdash; Prometheus exporter for Linux IPVS.</p>
+<p><a href="{path}">Metrics</a></p>
+</body>
+</html>
+"""
+
+
+class MetricsServer:
+    """The HTTP server. *collect* is a thread-safe ``() -> bytes``."""
+
+    def __init__(self, collect: Callable[[], bytes], telemetry_path: str = "/metrics", *,
+                 keepalive_timeout: float = 15.0, request_timeout: float = 60.0,
+                 shutdown_timeout: float = 5.0, max_line_size: int = 8190,
+                 max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
+                 version: str = ""):
+        if not telemetry_path.startswith("/"):
+            raise ValueError("telemetry path must start with '/'")
+        self._collect_fn = collect
+        self.telemetry_path = telemetry_path
+        self.keepalive_timeout = keepalive_timeout
+        self.request_timeout = request_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._server_kwargs = dict(keepalive_timeout=keepalive_timeout,
+                                   max_line_size=max_line_size,
+                                   max_field_size=max_field_size,
+                                   max_headers=max_headers,
+                                   access_log=None,
+                                   handler_cancellation=True)
+        self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
+                                        thread_name_prefix="ipvs-collect")
+        self._inflight: Optional[asyncio.Future] = None
+        self._landing = LANDING.format(version=html.escape(version),
+                                       path=html.escape(telemetry_path, quote=True)).encode()
+        self._runner: Optional[web.ServerRunner] = None
+        self.addresses: list = []
+        self.collections = 0       # number of collections started (for tests/debugging)
+
+    # -- request handling ---------------------------------------------------
+    async def _payload(self) -> Payload:
+        fut = self._inflight
+        if fut is None or fut.done():
+            loop = asyncio.get_running_loop()
+            self.collections += 1
+            fut = loop.run_in_executor(self._pool, self._collect_payload)
+            self._inflight = fut
+
+            def _clear(f, self=self):
+                if self._inflight is f:
+                    self._inflight = None
+            fut.add_done_callback(_clear)
+        # shield: a disconnecting client must not cancel the shared collection
+        return await asyncio.shield(fut)
+
+    def _collect_payload(self) -> Payload:
+        return Payload(self._collect_fn())
+
+    async def _metrics_response(self, request: web.BaseRequest) -> web.StreamResponse:
+        payload = await self._payload()
+        headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding",
+                   "Cache-Control": "no-store"}
+        if accepts_gzip(request.headers.get("Accept-Encoding")):
+            if payload.gz is None:      # concurrent gzip scrapes share one compression
+                payload.gz = asyncio.get_running_loop().run_in_executor(
+                    self._pool, gzip_compress, payload.body)
+            body = await asyncio.shield(payload.gz)
+            headers["Content-Encoding"] = "gzip"
+        else:
+            body = payload.body
+        return web.Response(body=body, headers=headers)
+
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await asyncio.wait_for(self._metrics_response(request), self.request_timeout)
+        except asyncio.TimeoutError:
+            log.warning("scrape timed out after %.1fs", self.request_timeout)
+            return web.Response(status=503, text="collection timed out\n")
+        except Exception:
+            log.exception("collection failed")
+            return web.Response(status=500, text="collection failed\n")
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path == self.telemetry_path:
+            kind = "metrics"
+        elif path == "/":
+            kind = "landing"
+        elif path == "/healthz":
+            kind = "health"
+        else:
+            return web.Response(status=404, text="404 page not found\n")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, text="405 method not allowed\n",
+                                headers={"Allow": "GET, HEAD"})
+        if kind == "metrics":
+            return await self._metrics(request)
+        if kind == "landing":
+            return web.Response(body=self._landing, content_type="text/html", charset="utf-8")
+        return web.Response(text="ok", content_type="text/plain")
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self, listen_address: str) -> list:
+        """Bind and start serving; returns the bound socket addresses."""
+        host, port = parse_listen_address(listen_address)
+        sock = bind_listen_socket(host, port)
+        try:
+            server = web.Server(self.handle, **self._server_kwargs)
+            self._runner = web.ServerRunner(server, handle_signals=False,
+                                            shutdown_timeout=self.shutdown_timeout)
+            await self._runner.setup()
+            site = web.SockSite(self._runner, sock, backlog=128)
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        self.addresses = [sock.getsockname()]
+        for a in self.addresses:
+            log.info("listening on http://%s:%d%s", _url_host(a), a[1], self.telemetry_path)
+        return self.addresses
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        # a collection stuck in the kernel must not block shutdown
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def new_event_loop_factory():
+    """uvloop's loop factory, or None (plain asyncio) when uvloop is missing."""
+    try:
+        import uvloop
+        return uvloop.new_event_loop
+    except Exception:  # pragma: no cover
+        log.debug("uvloop not available, using the default asyncio event loop")
+        return None
+
+
+def run(server: MetricsServer, listen_address: str,
+        on_started: Optional[Callable[[list], None]] = None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        await server.start(listen_address)
+        if on_started is not None:
+            on_started(server.addresses)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down (shutdown_timeout=%gs)", server.shutdown_timeout)
+            await server.stop()
+
+    factory = new_event_loop_factory()
+    if hasattr(asyncio, "Runner"):                      # Python >= 3.11
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+    else:  # pragma: no cover - older Pythons
+        loop = factory() if factory else asyncio.new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,237 @@
+"""One scraped network namespace: backend handle lifecycle + port map.
+
+:class:`NamespaceTarget` owns one backend handle and turns every scrape into
+a :class:`CollectResult`; ``collect()`` never raises. Before each dump the
+namespace path is stat()ed and compared with the namespace the handle holds:
+Docker recreates ``ingress_sbox``, and a handle bound to the old namespace
+would keep reporting a dead copy. When the path is gone the handle is closed
+(its sockets would pin the old namespace) and the scrape reports ``up=0``.
+Opening is lazy and retried on every scrape after a failure.
+
+Logging: one line per state change (first result, up->down with the reason,
+a different failure reason while down, down->up) -- never one per scrape.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .errors import IPVSError
+from .portmap import read_port_map
+from .records import SVC_SIZE
+from .snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("native", "python")
+
+#: Re-read the port map at least this often even if the fwmark set is stable
+#: (a service can change its published port and keep its mark).
+PORTMAP_MAX_AGE = 300.0
+
+
+@dataclass
+class CollectResult:
+    namespace: str
+    up: bool
+    duration: float
+    snapshot: Optional[Snapshot] = None
+    ports: dict = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+def _native_available() -> bool:
+    try:
+        from . import native
+    except Exception as e:  # ImportError, a broken build, ...
+        log.debug("native backend import failed: %r", e)
+        return False
+    try:
+        return bool(native.available())
+    except Exception as e:
+        log.debug("native.available() failed: %r", e)
+        return False
+
+
+def resolve_backend(name: str) -> str:
+    """The backend actually used for *name* ("native" falls back to
+    "python", with a warning, when the compiled extension is missing)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r} (expected one of {', '.join(BACKENDS)})")
+    if name == "native" and not _native_available():
+        log.warning("native backend unavailable (compiled extension missing or "
+                    "not loadable); falling back to the python backend")
+        return "python"
+    return name
+
+
+def backend_factory(name: str) -> Callable[[str, float], object]:
+    """``factory(ns_path, timeout) -> handle`` for a resolved backend name."""
+    if name == "native":
+        def make(path: str, timeout: float):
+            from .native import NativeBackend
+            return NativeBackend(path, timeout=timeout)
+    elif name == "python":
+        def make(path: str, timeout: float):
+            from .pybackend import PythonBackend
+            return PythonBackend(path, timeout=timeout)
+    else:
+        raise ValueError(f"unknown backend {name!r}")
+    return make
+
+
+def _reason(exc: BaseException) -> tuple[object, str]:
+    """(key, text): key identifies the *kind* of failure for log de-duplication."""
+    if isinstance(exc, IPVSError):
+        return ("ipvs", exc.errno), str(exc)
+    if isinstance(exc, OSError) and exc.errno:
+        name = _errno.errorcode.get(exc.errno, str(exc.errno))
+        return ("os", exc.errno), f"{exc.strerror or exc} ({name})"
+    return ("exc", type(exc).__name__), f"{type(exc).__name__}: {exc}"
+
+
+def _fwmarks(snapshot: Snapshot) -> frozenset:
+    """The non-zero fwmarks of the snapshot's services."""
+    buf = snapshot.services
+    n = len(buf) // SVC_SIZE
+    if not n:
+        return frozenset()
+    # fwmark is the u32 at byte 8 of each record, host byte order (= native)
+    col = memoryview(buf).cast("B")[:n * SVC_SIZE].cast("I")[8 // 4::SVC_SIZE // 4]
+    return frozenset(col.tolist()) - {0}
+
+
+class NamespaceTarget:
+    """IPVS in the network namespace at *path* ("" = our own namespace).
+
+    *backend* is "native" or "python" (native falls back to python with a
+    warning when unavailable). *factory* / *port_reader* replace the backend
+    constructor / the iptables port-map reader (tests, embedding).
+    """
+
+    def __init__(self, path: str, backend: str = "native", timeout: float = 5.0, *,
+                 factory: Optional[Callable[[str, float], object]] = None,
+                 port_reader: Optional[Callable[[str], dict]] = None,
+                 portmap_max_age: float = PORTMAP_MAX_AGE,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self.timeout = float(timeout)
+        if factory is None:
+            self.backend = resolve_backend(backend)
+            factory = backend_factory(self.backend)
+        else:
+            self.backend = backend
+        self._factory = factory
+        self._port_reader = port_reader if port_reader is not None else (
+            lambda p: read_port_map(p, timeout=max(self.timeout, 1.0)))
+        self._portmap_max_age = portmap_max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._handle = None
+        self._state: Optional[bool] = None     # None = nothing reported yet
+        self._reason_key: object = None
+        self._ports: dict = {}
+        self._ports_marks: Optional[frozenset] = None
+        self._ports_time = 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._close_handle()
+
+    def _close_handle(self) -> None:
+        h, self._handle = self._handle, None
+        if h is not None:
+            try:
+                h.close()
+            except Exception as e:
+                log.debug("namespace %r: closing backend handle failed: %r", self.path, e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- scraping -------------------------------------------------------------
+    def collect(self) -> CollectResult:
+        """Dump IPVS once. Never raises; failures give ``up=False``."""
+        with self._lock:
+            t0 = self._clock()
+            try:
+                snap, reopened = self._dump()
+                ports = self._port_map(snap, reopened)
+            except Exception as exc:  # IPVSError, OSError, a backend bug...
+                self._close_handle()
+                key, text = _reason(exc)
+                self._transition(False, key, text)
+                return CollectResult(self.path, False, self._clock() - t0, None, {}, text)
+            self._transition(True, None, None, snap)
+            return CollectResult(self.path, True, self._clock() - t0, snap, ports, None)
+
+    def _dump(self) -> tuple[Snapshot, bool]:
+        if self.path:
+            try:
+                st = os.stat(self.path)
+            except OSError as e:
+                # The namespace is gone: do not keep sockets pinning the old one.
+                raise OSError(e.errno, f"namespace path {self.path}: {e.strerror}") from None
+            ident = (st.st_dev, st.st_ino)
+            if self._handle is not None:
+                try:
+                    held = tuple(self._handle.ns_ident())
+                except Exception as e:
+                    log.debug("namespace %r: ns_ident failed: %r", self.path, e)
+                    held = None
+                if held != ident:
+                    log.info("namespace %r was recreated (%s -> %s:%s); reopening",
+                             self.path, "?" if held is None else "%s:%s" % held, *ident)
+                    self._close_handle()
+        reopened = False
+        if self._handle is None:
+            self._handle = self._factory(self.path, self.timeout)
+            reopened = True
+        return self._handle.dump(), reopened
+
+    def _port_map(self, snap: Snapshot, reopened: bool) -> dict:
+        marks = _fwmarks(snap)
+        if not marks:
+            self._ports, self._ports_marks = {}, marks
+            return {}
+        now = self._clock()
+        if (reopened or marks != self._ports_marks
+                or now - self._ports_time >= self._portmap_max_age):
+            try:
+                ports = dict(self._port_reader(self.path) or {})
+            except Exception as e:  # readers are not supposed to raise; be safe
+                log.debug("namespace %r: port map failed: %r", self.path, e)
+                ports = {}
+            unmapped = sorted(marks - ports.keys())
+            if unmapped:
+                log.debug("namespace %r: no published port found for fwmark(s) %s",
+                          self.path, ", ".join(map(str, unmapped)))
+            self._ports, self._ports_marks, self._ports_time = ports, marks, now
+        return self._ports
+
+    def _transition(self, up: bool, key, text: Optional[str],
+                    snap: Optional[Snapshot] = None) -> None:
+        if up:
+            if self._state is not True:
+                log.info("namespace %r: IPVS reachable (%s backend), ipvs_up=1, "
+                         "%d services, %d destinations",
+                         self.path, self.backend, snap.nservices, snap.ndests)
+            self._state, self._reason_key = True, None
+            return
+        if self._state is not False or key != self._reason_key:
+            log.warning("namespace %r: IPVS unavailable, ipvs_up=0: %s "
+                        "(will retry on every scrape)", self.path, text)
+        self._state, self._reason_key = False, key
+
+    @property
+    def is_open(self) -> bool:
+        return self._handle is not None
