@@ -26,6 +26,24 @@ DEFAULT_LISTEN = ":9100"
 DEFAULT_PATH = "/metrics"
 DEFAULT_NAMESPACE = "/var/run/docker/netns/ingress_sbox"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("ingress", "node", "ipvs")
+#: Every flag can also be set by an environment variable: this prefix + the
+#: flag name upper-cased with '-' and '.' as '_' (--listen-address ->
+#: IPVS_FAST_LISTEN_ADDRESS, --node.backend-labels -> IPVS_FAST_NODE_BACKEND_LABELS).
+#: A flag on the command line wins over the variable.
+ENV_PREFIX = "IPVS_FAST_"
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").replace(".", "_").upper()
+
+
+def _backend_labels(value: str) -> tuple:
+    from .nodefmt import parse_backend_labels
+    try:
+        return parse_backend_labels(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _listen_address(value: str) -> str:
@@ -79,8 +97,71 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="(default: %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default="ingress",
+                   help="metric set: 'ingress' (ingress_ipvs_exporter drop-in), 'node' "
+                        "(node_exporter ipvs collector drop-in), 'ipvs' (full set, see "
+                        "docs/metrics.md) (default: %(default)s)")
+    p.add_argument("--node.backend-labels", dest="node_backend_labels", metavar="LABELS",
+                   type=_backend_labels, default=",".join(_node_labels()),
+                   help="--format node: comma separated backend labels to keep, like "
+                        "node_exporter's --collector.ipvs.backend-labels; series equal in "
+                        "the kept labels are summed (default: %(default)s)")
     p.add_argument("--version", action="version", version=f"ipvs_fast {__version__}")
+    _env_defaults(p)
     return p
+
+
+def _node_labels() -> tuple:
+    from .nodefmt import NODE_LABELS
+    return NODE_LABELS
+
+
+def _env_defaults(p: argparse.ArgumentParser) -> None:
+    """Defaults from IPVS_FAST_* variables (converted and checked like the
+    flag itself when parsing; see _check_env_choices for choices)."""
+    for a in p._actions:
+        if not a.option_strings or a.dest in ("help", "version"):
+            continue
+        flag = a.option_strings[0]
+        name = env_name(flag)
+        a.help = (a.help or "") + f" [env {name}]"
+        if name in os.environ:
+            a.default = value = os.environ[name]
+            if a.type is not None:
+                a.type = _env_type(a.type, value, name)
+
+
+def _env_type(conv, env_value: str, name: str):
+    """*conv*, with errors on the environment's value naming the variable."""
+    def convert(value):
+        try:
+            return conv(value)
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            if value is env_value:
+                raise argparse.ArgumentTypeError(
+                    f"{e} (from environment variable {name})") from None
+            raise
+    convert.__name__ = getattr(conv, "__name__", "value")
+    return convert
+
+
+def _check_env_choices(p: argparse.ArgumentParser, args) -> None:
+    # argparse applies type= to string defaults but never checks choices= on them
+    for a in p._actions:
+        if a.choices is None or not a.option_strings:
+            continue
+        v = getattr(args, a.dest, None)
+        if v not in a.choices:
+            p.error(f"argument {a.option_strings[0]} (from environment variable "
+                    f"{env_name(a.option_strings[0])}): invalid choice: {v!r} "
+                    f"(choose from {', '.join(map(repr, a.choices))})")
+
+
+def parse_args(argv: Optional[list] = None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    _check_env_choices(p, args)
+    return args
 
 
 class JSONFormatter(logging.Formatter):
@@ -113,8 +194,20 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
 
 
+def make_renderer(args, namespaces: int = 1):
+    """The renderer for --format (``render(results, build_info, extra)``)."""
+    if args.format == "node":
+        from .nodefmt import NodeRenderer
+        return NodeRenderer(args.node_backend_labels, namespace_label=namespaces > 1)
+    if args.format == "ipvs":
+        from .ipvsfmt import IPVSRenderer
+        return IPVSRenderer()
+    from .ingress import Renderer
+    return Renderer()
+
+
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
     from .ingress import default_build_info
@@ -122,11 +215,13 @@ def main(argv: Optional[list] = None) -> int:
     from .target import NamespaceTarget
 
     target = NamespaceTarget(args.namespace_path, backend=args.backend, timeout=args.timeout)
-    exporter = Exporter([target], build_info=default_build_info(target.backend))
+    exporter = Exporter([target], build_info=default_build_info(target.backend),
+                        renderer=make_renderer(args))
     server = MetricsServer(exporter.collect, args.telemetry_path, version=__version__,
                            request_timeout=max(60.0, 4 * args.timeout))
-    log.info("ipvs_fast %s starting: namespace=%r backend=%s timeout=%gs gzip=%s",
-             __version__, args.namespace_path, target.backend, args.timeout, GZIP_IMPL)
+    log.info("ipvs_fast %s starting: namespace=%r format=%s backend=%s timeout=%gs gzip=%s",
+             __version__, args.namespace_path, args.format, target.backend, args.timeout,
+             GZIP_IMPL)
     rc = 0
     try:
         run(server, args.listen_address)

@@ -32,10 +32,15 @@ import sys
 import threading
 from typing import Optional
 
-from prometheus_client.metrics_core import (CounterMetricFamily,
-                                            GaugeMetricFamily, Metric)
-from prometheus_client.utils import floatToGoString
-
+from .exposition import CONTENT_TYPE
+from .exposition import FormatCache, as_results as _as_results
+from .exposition import escape_help, escape_label_value
+from .exposition import family as _family
+from .exposition import fmt_value as _fmt_value
+from .exposition import header as _header
+from .exposition import label_block
+from .exposition import results_from as _results_from
+from .exposition import values_of as _values
 from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
                       DEST_SIZE, DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF,
                       S_FIRST_DEST, S_FWMARK, S_NDESTS, S_PORT, S_PROTOCOL,
@@ -43,8 +48,6 @@ from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
 
 __all__ = ["IngressCollector", "Renderer", "render", "service_labels",
            "dest_labels", "FAMILIES", "CONTENT_TYPE"]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
@@ -138,22 +141,6 @@ def _dest_ranges(nsvcs_dests: int, first: int, n: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 # (a) prometheus_client collector
 
-def _as_results(results) -> list:
-    if results is None:
-        return []
-    if hasattr(results, "namespace") and hasattr(results, "up"):   # one CollectResult
-        return [results]
-    return list(results)
-
-
-def _results_from(source) -> list:
-    if hasattr(source, "collect") and not callable(source):       # one target
-        return _as_results(source.collect())
-    if callable(source):
-        return _as_results(source())
-    return [t.collect() for t in source]
-
-
 class IngressCollector:
     """prometheus_client collector for the ingress_ipvs_exporter metrics.
 
@@ -172,13 +159,6 @@ class IngressCollector:
 
     def collect(self):
         return collect_families(_results_from(self._source), self._build_info)
-
-
-def _family(spec) -> Metric:
-    name, typ, doc = spec[:3]
-    if typ == "counter":
-        return CounterMetricFamily(name, doc, labels=[])
-    return GaugeMetricFamily(name, doc, labels=[])
 
 
 def collect_families(results: list, build_info: Optional[dict] = None) -> list:
@@ -222,43 +202,6 @@ def collect_families(results: list, build_info: Optional[dict] = None) -> list:
 
 # ---------------------------------------------------------------------------
 # (b) hand-rolled renderer
-
-def escape_label_value(v: str) -> str:
-    if "\\" in v or "\n" in v or '"' in v:
-        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return v
-
-
-def escape_help(doc: str) -> str:
-    return doc.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def label_block(labels: dict) -> str:
-    """``{a="x",b="y"} `` (sorted names, escaped values, trailing space)."""
-    return "{" + ",".join('%s="%s"' % (k, escape_label_value(v))
-                          for k, v in sorted(labels.items())) + "} "
-
-
-def _header(spec) -> str:
-    # No trailing newline: every sample line starts with "\n".
-    name, typ, doc = spec[:3]
-    return "# HELP %s %s\n# TYPE %s %s" % (name, escape_help(doc), name, typ)
-
-
-# Integers are printed as integers. From 2**53 on, float64 (what Prometheus
-# and prometheus_client store) cannot hold every integer; such values are
-# printed like prometheus_client does (floatToGoString), so that both
-# outputs parse to the very same sample values.
-_EXACT_LIMIT = 2 ** 53
-
-
-def _fmt_value(v) -> str:
-    if isinstance(v, int) and -_EXACT_LIMIT < v < _EXACT_LIMIT:
-        return str(v)
-    if isinstance(v, float) and v.is_integer() and -_EXACT_LIMIT < v < _EXACT_LIMIT:
-        return str(int(v))
-    return floatToGoString(v)
-
 
 # Destination label blocks are built from the service's block: "address" and
 # "destination_port" sort before every service label name, so a dest block is
@@ -408,15 +351,6 @@ class _NsState:
         self.dest_index: Optional[list] = None   # None: dests in array order
 
 
-def _values(col: list):
-    """(values, conversion) for one column: ints as-is ('d') unless some
-    value needs float formatting, then preformatted bytes ('s')."""
-    if col and max(col) >= _EXACT_LIMIT:
-        return [(str(v) if v < _EXACT_LIMIT else floatToGoString(v)).encode()
-                for v in col], "s"
-    return col, "d"
-
-
 class Renderer:
     """Text-format renderer with a label-block cache.
 
@@ -444,8 +378,7 @@ class Renderer:
     def __init__(self):
         self._lock = threading.Lock()
         self._ns: dict = {}        # namespace -> _NsState
-        self._fmt_key: Optional[tuple] = None
-        self._fmt: bytes = b""
+        self._format = FormatCache()
 
     def cache_size(self) -> tuple[int, int]:
         """(services, destinations) currently cached (for tests/debugging)."""
@@ -516,55 +449,7 @@ class Renderer:
                     *zip(DEST_FAMILIES, fam_dest), (UP, fam_up), (DURATION, fam_dur)]
         if build_info is not None:
             families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
-        if isinstance(extra, str):
-            extra = extra.encode("utf-8")
-        if extra and not extra.endswith(b"\n"):
-            extra += b"\n"
-
-        # The format: headers and "\nNAME%s%d" per sample; args: block, value.
-        key = []
-        total = 0
-        for spec, runs in families:
-            if runs:
-                key.append(spec[0])
-                for blocks, _, conv in runs:
-                    key.append((len(blocks), conv))
-                    total += 2 * len(blocks)
-        key.append(bool(extra))
-        key = tuple(key)
-        if key != self._fmt_key:
-            self._fmt = self._build_format(families, bool(extra))
-            self._fmt_key = key
-        args = [None] * (total + (1 if extra else 0))
-        pos = 0
-        for _, runs in families:
-            for blocks, values, _ in runs:
-                end = pos + 2 * len(blocks)
-                args[pos:end:2] = blocks
-                args[pos + 1:end:2] = values
-                pos = end
-        if extra:
-            args[pos] = extra
-        if not args:
-            return self._fmt
-        return self._fmt % tuple(args)
-
-    @staticmethod
-    def _build_format(families, extra: bool) -> bytes:
-        parts = []
-        for spec, runs in families:
-            if not runs:
-                continue
-            header = _header(spec).encode("utf-8").replace(b"%", b"%%")
-            parts.append(b"\n" + header if parts else header)
-            line = b"\n" + spec[0].encode()
-            for blocks, _, conv in runs:
-                parts.append((line + (b"%s%d" if conv == "d" else b"%s%s")) * len(blocks))
-        if parts:
-            parts.append(b"\n")
-        if extra:
-            parts.append(b"%s")
-        return b"".join(parts)
+        return self._format.render(families, extra)
 
     @staticmethod
     def _rebuild(ns: str, old: Optional[_NsState], sbuf, dbuf, ndest: int,
