@@ -1,0 +1,176 @@
+"""Markdown tables (and target verdicts) from bench/results/*.json.
+
+    .venv/bin/python bench/summary.py > bench/results/summary.md
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RES = os.path.join(HERE, "results")
+
+
+def load(name):
+    try:
+        with open(os.path.join(RES, name)) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def pb_medians(doc) -> dict:
+    """pytest-benchmark JSON -> {(test name without param, param): median seconds}."""
+    out = {}
+    for b in (doc or {}).get("benchmarks", []):
+        name = b["name"].split("[")[0]
+        out[(name, b.get("param"))] = (b["stats"]["median"], b.get("extra_info", {}))
+    return out
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_s(x):
+    if x != x:
+        return "-"
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def main():
+    lines = []
+    targets = []
+    p = pb_medians(load("host_parse.json"))
+    if p:
+        lines += ["### Parse only, host (synthesised kernel replies, x 10 dests)", "",
+                  "| services | native (C) | pure Python | Python / native |", "|---|---|---|---|"]
+        for size in ("1000x10", "10000x10", "50000x10"):
+            n = p.get(("test_parse_native", size))
+            y = p.get(("test_parse_python", size))
+            if n and y:
+                r = y[0] / n[0]
+                lines.append(f"| {size} | {fmt_s(n[0])} | {fmt_s(y[0])} | {r:.0f}x |")
+                targets.append((f"parse-only native vs Python >= 30x (host, {size})", f"{r:.0f}x", r >= 30))
+        lines.append("")
+    r = pb_medians(load("host_render.json"))
+    rss = load("host_rss.json") or {}
+    if r:
+        lines += ["### Render, host (same snapshot; 54 samples per service)", "",
+                  "| samples | body | ours, first render | ours, steady state | generate_latest | "
+                  "speed-up first / steady | gzip ISA-L l1 | gzip zlib l1 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for size in ("100k", "1M"):
+            c = r.get(("test_render_ours_cold", size))
+            w = r.get(("test_render_ours_warm", size))
+            g = r.get(("test_render_generate_latest", size))
+            gi = r.get(("test_gzip_isal_l1", size))
+            gz = r.get(("test_gzip_zlib_l1", size))
+            if not (c and w and g):
+                continue
+            body = c[1].get("body_bytes", 0)
+            lines.append(
+                f"| {c[1].get('samples', size)} | {body / 1e6:.0f} MB | {fmt_s(c[0])} | {fmt_s(w[0])} | "
+                f"{fmt_s(g[0])} | {g[0] / c[0]:.0f}x / {g[0] / w[0]:.0f}x | "
+                f"{fmt_s(gi[0]) if gi else '-'} ({gi[1].get('gz_bytes', 0) / 1e6:.1f} MB) | "
+                f"{fmt_s(gz[0]) if gz else '-'} ({gz[1].get('gz_bytes', 0) / 1e6:.1f} MB) |")
+            targets.append((f"render >= 15x generate_latest ({size} samples, first render)",
+                            f"{g[0] / c[0]:.0f}x", g[0] / c[0] >= 15))
+        lines.append("")
+        if rss:
+            lines += ["Peak-RSS growth of one render (fresh process, VmHWM delta), as a multiple of the body:", "",
+                      "| samples | ours, first | ours, steady | generate_latest |", "|---|---|---|---|"]
+            for size in ("100k", "1M"):
+                row = [rss.get(f"{m}-{size}", {}).get("delta_over_body") for m in
+                       ("ours", "ours_warm", "generate_latest")]
+                lines.append(f"| {size} | " + " | ".join(f"{x:.2f}x" if x is not None else "-" for x in row) + " |")
+            lines.append("")
+    e = load("vm_e2e.json")
+    if e:
+        meta = e.get("meta", {})
+        lines += [f"### End to end, in the VM (kernel {meta.get('kernel')}, {meta.get('cpus')} vCPUs, "
+                  f"TCG emulation: absolute times are EMULATED, 10-30x slower than bare metal; "
+                  f"medians of {meta.get('rounds')} alternating rounds)", ""]
+        cols = [("ours_native", "our scrape (native)"), ("ours_native_gzip", "our scrape, gzip"),
+                ("ours_python", "our scrape (python backend)"),
+                ("dump_native", "our dump stage (native)"), ("dump_python", "dump+parse (python backend)"),
+                ("floor", "C floor (dump, no parse)"), ("ipvsadm", "ipvsadm -Ln --stats --exact"),
+                ("node_exporter", "node_exporter ipvs scrape"), ("pyroute2", "pyroute2 dump"),
+                ("conc1_native", "1 scrape"), ("conc10_native", "10 concurrent scrapes"),
+                ("conc1_native_gzip", "1 scrape, gzip"),
+                ("conc10_native_gzip", "10 concurrent scrapes, gzip")]
+        sizes = sorted(e["sizes"], key=int)
+        lines += ["| | " + " | ".join(f"{int(s):,} x 10" for s in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for k, label in cols:
+            row = []
+            for s in sizes:
+                xs = e["sizes"][s]["runs"].get(k, [])
+                row.append(fmt_s(med(xs)) + (f" (n={len(xs)})" if len(xs) == 1 else ""))
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
+        lines.append("| body (identity / gzip) | " + " | ".join(
+            f"{e['sizes'][s]['body'].get('native', 0) / 1e6:.1f} MB / "
+            f"{e['sizes'][s]['body'].get('native_gzip', 0) / 1e6:.2f} MB" for s in sizes) + " |")
+        lines += ["", "Ratios (same run; median of the per-round ratios):", "", "| ratio | " + " | ".join(
+            f"{int(s):,} x 10" for s in sizes) + " | target |", "|---|" + "---|" * (len(sizes) + 1)]
+
+        def m(s, k):
+            return med(e["sizes"][s]["runs"].get(k, []))
+
+        def ratio(s, a, b):
+            """Median of per-round ratios (both measured in the same round, so
+            a slow patch of the shared host hits both); ratio of medians when
+            one side ran once."""
+            xa, xb = e["sizes"][s]["runs"].get(a, []), e["sizes"][s]["runs"].get(b, [])
+            if xa and len(xa) == len(xb):
+                return med([x / y for x, y in zip(xa, xb)])
+            return m(s, a) / m(s, b)
+        ratios = [
+            ("our scrape / ipvsadm -Ln --stats", "ours_native", "ipvsadm", "<= 0.5", lambda x: x <= 0.5),
+            ("our scrape / node_exporter", "ours_native", "node_exporter", "<= 0.1", lambda x: x <= 0.1),
+            ("our gzip scrape / ipvsadm -Ln --stats", "ours_native_gzip", "ipvsadm", "(<= 0.5)", None),
+            ("our gzip scrape / node_exporter", "ours_native_gzip", "node_exporter", "(<= 0.1)", None),
+            ("our scrape / pyroute2 dump", "ours_native", "pyroute2", "", None),
+            ("our dump stage / C floor", "dump_native", "floor", "<= 1.3", lambda x: x <= 1.3),
+            ("python / native dump+parse", "dump_python", "dump_native", ">= 10", lambda x: x >= 10),
+            ("python / native scrape", "ours_python", "ours_native", "", None),
+            ("10 concurrent / 1 scrape (identity)", "conc10_native", "conc1_native", "<= 1.5", lambda x: x <= 1.5),
+            ("10 concurrent / 1 scrape (gzip)", "conc10_native_gzip", "conc1_native_gzip", "<= 1.5", lambda x: x <= 1.5),
+        ]
+        big = sizes[-1]
+        for label, a, b, tgt, ok in ratios:
+            vals = [ratio(s, a, b) for s in sizes]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" if v == v else "-" for v in vals) + f" | {tgt} |")
+            if ok is not None and vals[-1] == vals[-1]:
+                targets.append((f"{label} at {int(big):,} x 10 ({tgt})", f"{vals[-1]:.2f}", ok(vals[-1])))
+        lines.append("")
+        rs = e["sizes"][big].get("rss", {})
+        if rs:
+            lines += [f"Exporter memory during one {int(big):,} x 10 scrape (VmHWM reset before it):", "",
+                      "| backend | RSS before | VmHWM | growth | body | VmHWM / body | growth / body |",
+                      "|---|---|---|---|---|---|---|"]
+            for k, v in rs.items():
+                g = v["hwm_after_scrape"] - v["rss_before"]
+                lines.append(f"| {k} | {v['rss_before'] / 1e6:.0f} MB | {v['hwm_after_scrape'] / 1e6:.0f} MB | "
+                             f"{g / 1e6:.0f} MB | {v['body'] / 1e6:.1f} MB | "
+                             f"{v['hwm_after_scrape'] / v['body']:.2f}x | {g / v['body']:.2f}x |")
+            v = rs.get("native")
+            if v:
+                x = v["hwm_after_scrape"] / v["body"]
+                targets.append((f"exporter peak RSS <= 2x body ({int(big):,} x 10, VmHWM, native)",
+                                f"{x:.2f}x", x <= 2))
+            lines.append("")
+    if targets:
+        lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
+        for t, v, ok in targets:
+            lines.append(f"| {t} | {v} | {verdict(ok)} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

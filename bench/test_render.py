@@ -1,0 +1,116 @@
+"""Render, host: ipvs_fast.ingress.render vs prometheus_client
+generate_latest (a registry holding IngressCollector) on the same snapshot,
+~100k and ~1M samples (N services x 10 dests = 54 samples per service);
+peak RSS of each (subprocess, ru_maxrss delta); gzip of the body, ISA-L
+level 1 vs zlib level 1.
+
+    .venv/bin/python -m pytest bench/test_render.py --benchmark-only
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+import gen
+from ipvs_fast.ingress import IngressCollector, Renderer
+from ipvs_fast.target import CollectResult
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES = {"100k": 1852, "1M": 18519}     # x 54 samples ~= 100k / 1M
+NS = "/var/run/docker/netns/ingress_sbox"
+RSS_OUT = os.path.join(HERE, "results", "host_rss.json")
+
+
+@pytest.fixture(scope="module", params=list(SIZES), ids=lambda k: k)
+def result(request):
+    snap = gen.snapshot(SIZES[request.param], 10)
+    return CollectResult(NS, True, 0.01, snap, {})
+
+
+def _registry(result):
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(IngressCollector(lambda: [result]))
+    return reg
+
+
+def _samples(body: bytes) -> int:
+    return sum(1 for ln in body.split(b"\n") if ln and not ln.startswith(b"#"))
+
+
+def test_same_samples(result):
+    ours = Renderer().render([result])
+    theirs = generate_latest(_registry(result))
+    assert _samples(ours) == _samples(theirs)
+
+
+@pytest.mark.benchmark(group="render")
+def test_render_ours_cold(benchmark, result):
+    """First render: empty label cache (a fresh Renderer each round)."""
+    out = benchmark.pedantic(lambda r: r.render([result]), setup=lambda: ((Renderer(),), {}),
+                             rounds=5, warmup_rounds=0)
+    benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
+
+
+@pytest.mark.benchmark(group="render")
+def test_render_ours_warm(benchmark, result):
+    """Steady state: same services, new values (label blocks cached)."""
+    r = Renderer()
+    r.render([result])
+    out = benchmark.pedantic(r.render, args=([result],), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
+
+
+@pytest.mark.benchmark(group="render")
+def test_render_generate_latest(benchmark, result):
+    reg = _registry(result)
+    out = benchmark.pedantic(generate_latest, args=(reg,), rounds=3, warmup_rounds=0)
+    benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
+
+
+@pytest.fixture(scope="module")
+def body(result):
+    return Renderer().render([result])
+
+
+@pytest.mark.benchmark(group="gzip")
+def test_gzip_isal_l1(benchmark, body):
+    from isal import igzip
+    out = benchmark.pedantic(igzip.compress, args=(body,), kwargs={"compresslevel": 1, "mtime": 0},
+                             rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(body_bytes=len(body), gz_bytes=len(out))
+
+
+@pytest.mark.benchmark(group="gzip")
+def test_gzip_zlib_l1(benchmark, body):
+    def z(data):
+        c = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return c.compress(data) + c.flush()
+    out = benchmark.pedantic(z, args=(body,), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(body_bytes=len(body), gz_bytes=len(out))
+
+
+@pytest.mark.parametrize("mode", ["ours", "ours_warm", "generate_latest"])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_peak_rss(mode, size):
+    """Peak RSS growth of one render, in a fresh process (not timed)."""
+    gen.snapshot(SIZES[size], 10)      # make sure the cache exists first
+    p = subprocess.run([sys.executable, os.path.join(HERE, "render_rss.py"), mode,
+                        str(SIZES[size])], capture_output=True, text=True, check=True)
+    rec = json.loads(p.stdout)
+    rec["size"] = size
+    os.makedirs(os.path.dirname(RSS_OUT), exist_ok=True)
+    try:
+        with open(RSS_OUT) as f:
+            allrec = json.load(f)
+    except (OSError, ValueError):
+        allrec = {}
+    allrec[f"{mode}-{size}"] = rec
+    with open(RSS_OUT, "w") as f:
+        json.dump(allrec, f, indent=1, sort_keys=True)
+    print(rec)

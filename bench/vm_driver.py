@@ -1,0 +1,298 @@
+"""End-to-end benchmark driver; runs as root INSIDE the VM (bench/vm_e2e.sh).
+
+For each size (services x 10 dests): load the services with one `ipvsadm -R`,
+then alternate, round by round, the measurements of every contender on the
+same kernel state, and write everything to $OUT/e2e.json.
+
+Contenders:
+  ours_native / ours_python : GET /metrics of an already running, warmed-up
+                              exporter (python -m ipvs_fast), identity encoding
+  ours_native_gzip          : the same with Accept-Encoding: gzip
+  dump_native / dump_python : backend.dump() in this process (dump + parse,
+                              no render, no HTTP): "our dump stage"
+  ipvsadm                   : ipvsadm -Ln --stats --exact > /dev/null
+  node_exporter             : GET /metrics of Debian's prometheus-node-exporter
+                              with only the ipvs collector
+  pyroute2                  : bench/pyroute2_dump.py (once at big sizes: slow)
+  floor                     : bench/floor.c, GET_SERVICE + GET_DEST dumps into
+                              a buffer, no parsing
+  conc1/conc10_native[_gzip]: 1 vs 10 simultaneous GETs (native; threads,
+                              raw sockets, read to EOF)
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+OUT = os.environ["BENCH_OUT"]
+FLOOR = os.path.join(OUT, "floor")
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+NDEST = 10
+PY = sys.executable
+RESULTS: dict = {"sizes": {}, "meta": {}}
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def save():
+    with open(os.path.join(OUT, "e2e.json.tmp"), "w") as f:
+        json.dump(RESULTS, f, indent=1)
+    os.replace(os.path.join(OUT, "e2e.json.tmp"), os.path.join(OUT, "e2e.json"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rules(nsvc: int) -> str:
+    """ipvsadm -R input: a quarter fwmark services, the rest TCP VIPs."""
+    out = []
+    for i in range(nsvc):
+        if i % 4 == 0:
+            key = "-f %d" % (256 + i)
+        else:
+            key = "-t 10.%d.%d.%d:%d" % (100 + (i >> 16) % 100, (i >> 8) & 255, i & 255, 80 + i % 1000)
+        out.append("-A %s -s wlc" % key)
+        for j in range(NDEST):
+            out.append("-a %s -r 172.%d.%d.%d:%d -m -w 1" % (
+                key, 16 + (i >> 16) % 16, (i >> 8) & 255, (i + j) & 255, 8080 + j))
+    return "\n".join(out) + "\n"
+
+
+def http_get(port: int, gzip: bool = False, timeout: float = 600) -> tuple[float, int, bytes]:
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"} if gzip else {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    dt = time.monotonic() - t0
+    if r.status != 200:
+        raise RuntimeError(f"port {port}: HTTP {r.status}")
+    return dt, len(body), body
+
+
+def wait_http(port: int, path: str = "/", deadline: float = 120):
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", path)
+            c.getresponse().read()
+            c.close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+def timed(argv, **kw) -> float:
+    t0 = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.monotonic() - t0
+
+
+def status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def raw_get(port: int, gzip: bool, buf: bytearray) -> int:
+    """GET /metrics over a plain socket (HTTP/1.0, read to EOF into a reused
+    buffer): the cheapest client Python has; recv releases the GIL."""
+    req = (b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+           + (b"Accept-Encoding: gzip\r\n" if gzip else b"") + b"\r\n")
+    view = memoryview(buf)
+    total = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as s:
+        s.sendall(req)
+        while True:
+            n = s.recv_into(view)
+            if not n:
+                break
+            if total == 0 and buf[9:12] != b"200":
+                raise RuntimeError(f"port {port}: {bytes(buf[:40])!r}")
+            total += n
+    return total
+
+
+def scrapes(port: int, n: int, gzip: bool) -> float:
+    """Wall time of n simultaneous scrapes (threads, raw sockets)."""
+    barrier = threading.Barrier(n + 1)
+    errs, sizes = [], []
+
+    def one():
+        buf = bytearray(1 << 20)
+        barrier.wait()
+        try:
+            sizes.append(raw_get(port, gzip, buf))
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.monotonic()
+    for t in ts:
+        t.join()
+    dt = time.monotonic() - t0
+    if errs:
+        raise errs[0]
+    if min(sizes) < 1000:
+        raise RuntimeError(f"short response: {sizes}")
+    return dt
+
+
+def scrape_duration(body: bytes) -> float:
+    m = re.search(rb"^ipvs_scrape_duration_seconds\{[^}]*\} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def main():
+    from ipvs_fast.native import NativeBackend
+    from ipvs_fast.pybackend import PythonBackend
+
+    subprocess.run(["modprobe", "ip_vs"], check=True)
+    RESULTS["meta"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                       "python": sys.version.split()[0], "rounds": ROUNDS,
+                       "ipvsadm": subprocess.run(["ipvsadm", "--version"], capture_output=True,
+                                                 text=True).stdout.strip(),
+                       "node_exporter": subprocess.run(
+                           ["prometheus-node-exporter", "--version"], capture_output=True,
+                           text=True).stdout.split("\n")[0] + subprocess.run(
+                           ["prometheus-node-exporter", "--version"], capture_output=True,
+                           text=True).stderr.split("\n")[0]}
+    try:
+        import pyroute2
+        RESULTS["meta"]["pyroute2"] = pyroute2.__version__
+    except Exception:
+        pass
+    ports = {"native": free_port(), "python": free_port(), "node": free_port()}
+    logs = {k: open(os.path.join(OUT, f"{k}.log"), "w") for k in ports}
+    procs = {
+        "native": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
+                                    f"127.0.0.1:{ports['native']}", "--namespace-path", "",
+                                    "--backend", "native", "--timeout", "60"],
+                                   stdout=logs["native"], stderr=subprocess.STDOUT),
+        "python": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
+                                    f"127.0.0.1:{ports['python']}", "--namespace-path", "",
+                                    "--backend", "python", "--timeout", "150"],
+                                   stdout=logs["python"], stderr=subprocess.STDOUT),
+        "node": subprocess.Popen(["prometheus-node-exporter", "--collector.disable-defaults",
+                                  "--collector.ipvs",
+                                  f"--web.listen-address=127.0.0.1:{ports['node']}"],
+                                 stdout=logs["node"], stderr=subprocess.STDOUT),
+    }
+    try:
+        for k in ("native", "python"):
+            wait_http(ports[k], "/healthz")
+        wait_http(ports["node"], "/")
+        log("exporters up", ports)
+        for nsvc in SIZES:
+            run_size(nsvc, ports, procs, NativeBackend, PythonBackend)
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    log("done")
+
+
+def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
+    R: dict = {"load": {}, "runs": {}, "rss": {}, "body": {}}
+    RESULTS["sizes"][str(nsvc)] = R
+    subprocess.run(["ipvsadm", "-C"], check=True)
+    text = rules(nsvc)
+    R["load"]["ipvsadm_R_seconds"] = timed(["ipvsadm", "-R"], input=text.encode())
+    n = subprocess.run(["ipvsadm", "-Ln"], capture_output=True, text=True).stdout.count("\n  -> ") - 1
+    R["load"]["dests_loaded"] = n
+    log(f"{nsvc} x {NDEST}: loaded in {R['load']['ipvsadm_R_seconds']:.1f}s ({n} dests)")
+    big = nsvc >= 5000
+    runs = R["runs"]
+
+    def add(name, v):
+        runs.setdefault(name, []).append(v)
+        log(f"  {name}: {v:.3f}s")
+        save()
+
+    # warm-up: one scrape of each exporter (label caches, imports, sockets)
+    for k in ("native", "python"):
+        dt, blen, body = http_get(ports[k])
+        R["body"][k] = blen
+        log(f"  warm {k}: {dt:.2f}s body {blen}")
+    R["body"]["native_gzip"] = http_get(ports["native"], gzip=True)[1]
+    nb = NativeBackend("", timeout=60)
+    pb = PythonBackend("", timeout=150)
+    nb.dump()
+    for r in range(ROUNDS):
+        log(f" round {r + 1}/{ROUNDS}")
+        dt, _, body = http_get(ports["native"])
+        add("ours_native", dt)
+        add("ours_native_dump_in_exporter", scrape_duration(body))
+        add("ours_native_gzip", http_get(ports["native"], gzip=True)[0])
+        t0 = time.monotonic()
+        snap = nb.dump()
+        add("dump_native", time.monotonic() - t0)
+        assert snap.ndests == nsvc * NDEST, snap.ndests
+        fl = json.loads(subprocess.run([FLOOR, "1"], capture_output=True, text=True,
+                                       check=True).stdout)["runs"][0]
+        R["floor_bytes"] = fl["bytes"]
+        add("floor", fl["seconds"])
+        add("ipvsadm", timed("ipvsadm -Ln --stats --exact > /dev/null", shell=True))
+        add("node_exporter", http_get(ports["node"])[0])
+        add("conc1_native", scrapes(ports["native"], 1, False))
+        add("conc10_native", scrapes(ports["native"], 10, False))
+        add("conc1_native_gzip", scrapes(ports["native"], 1, True))
+        add("conc10_native_gzip", scrapes(ports["native"], 10, True))
+        if not big or r == 0:
+            t0 = time.monotonic()
+            pb.dump()
+            add("dump_python", time.monotonic() - t0)
+            add("ours_python", http_get(ports["python"])[0])
+            p = subprocess.run([PY, os.path.join(ROOT, "bench", "pyroute2_dump.py")],
+                               capture_output=True, text=True)
+            if p.returncode == 0:
+                add("pyroute2", json.loads(p.stdout)["seconds"])
+            else:
+                R["pyroute2_error"] = p.stderr[-2000:]
+                log("  pyroute2 failed:", p.stderr[-500:])
+    # peak RSS of one native scrape: reset VmHWM, scrape, read it
+    pid = procs["native"].pid
+    for k in ("native", "python"):
+        pid = procs[k].pid
+        hwm0 = status(pid, "VmHWM")
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        rss0 = status(pid, "VmRSS")
+        _, blen, _ = http_get(ports[k])
+        R["rss"][k] = {"rss_before": rss0, "hwm_after_scrape": status(pid, "VmHWM"),
+                       "hwm_since_start": hwm0, "body": blen}
+        log(f"  rss {k}: {R['rss'][k]}")
+    nb.close()
+    pb.close()
+    save()
+
+
+if __name__ == "__main__":
+    main()
