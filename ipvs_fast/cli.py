@@ -2,7 +2,10 @@
 
 Flags compatible with ingress_ipvs_exporter (``--listen-address``,
 ``--telemetry-path``, ``--namespace-path``) plus ``--backend``,
-``--timeout``, ``--log-level``, ``--log-format`` and ``--version``.
+``--timeout``, ``--log-level``, ``--log-format``, ``--format``, many
+namespaces (``--namespace-path`` repeated / globs, ``--scrape-timeout*``),
+cardinality controls (``--service.*``, ``--destination.labels``,
+``--metrics.*``) and ``--version``. README.md has the table.
 Invalid flags or values exit with status 2 and a usage message naming the
 flag. Problems reaching IPVS (missing namespace, ip_vs not loaded, EPERM)
 never stop the exporter: it keeps serving with ``ipvs_up 0``.
@@ -63,6 +66,16 @@ def _telemetry_path(value: str) -> str:
     return value
 
 
+def _margin(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not (0 <= t <= 3600):
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0 and <= 3600 seconds")
+    return t
+
+
 def _timeout(value: str) -> float:
     try:
         t = float(value)
@@ -85,14 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_PATH,
                    help="endpoint to receive scrape requests from prometheus "
                         "(default: %(default)s)")
-    p.add_argument("--namespace-path", metavar="NAMESPACE-PATH", default=DEFAULT_NAMESPACE,
+    p.add_argument("--namespace-path", metavar="NAMESPACE-PATH", action="append", default=None,
                    help="absolute path to the network namespace where ipvs is configured; "
-                        "empty string = the exporter's own namespace (default: %(default)s)")
+                        "empty string = the exporter's own namespace; may be repeated and may "
+                        "be a glob (e.g. '/run/netns/*'), expanded again on every scrape; "
+                        "the environment variable takes a comma separated list "
+                        f"(default: {DEFAULT_NAMESPACE})")
     p.add_argument("--backend", choices=("native", "python"), default="native",
                    help="netlink backend; 'native' falls back to 'python' with a warning "
                         "when the compiled extension is missing (default: %(default)s)")
     p.add_argument("--timeout", type=_timeout, default=5.0, metavar="SECONDS",
                    help="timeout for kernel replies, seconds (default: %(default)s)")
+    p.add_argument("--scrape-timeout", type=_timeout, default=10.0, metavar="SECONDS",
+                   help="scrape timeout assumed when a request has no "
+                        "X-Prometheus-Scrape-Timeout-Seconds header (default: %(default)s)")
+    p.add_argument("--scrape-timeout-margin", type=_margin, default=0.5, metavar="SECONDS",
+                   help="namespaces must be collected within the scrape timeout minus this "
+                        "(never less than half the timeout); a namespace that is not gets "
+                        "ipvs_up 0 (default: %(default)s)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info",
                    help="(default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -106,6 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--format node: comma separated backend labels to keep, like "
                         "node_exporter's --collector.ipvs.backend-labels; series equal in "
                         "the kept labels are summed (default: %(default)s)")
+    p.add_argument("--service.include", dest="service_include", metavar="SELECTOR",
+                   action="append", default=None,
+                   help="export only services matching one of these selectors: "
+                        "PROTO:ADDRESS:PORT (tcp:10.0.0.0/8:*, udp:[fd00::/8]:53, "
+                        "*:*:30000-32767) or fwmark:MARK (fwmark:260, fwmark:*); "
+                        "repeatable, comma separated (default: all services)")
+    p.add_argument("--service.exclude", dest="service_exclude", metavar="SELECTOR",
+                   action="append", default=None,
+                   help="do not export services matching one of these selectors (syntax as "
+                        "--service.include; applied after it)")
+    p.add_argument("--destination.labels", dest="destination_labels", metavar="LABELS",
+                   default="all",
+                   help="--format ingress/ipvs: 'all' = one series per destination, 'none' = "
+                        "no destination series, or comma separated labels to keep on "
+                        "destination series, which are summed over destinations equal in "
+                        "them, e.g. 'address' (default: %(default)s)")
+    p.add_argument("--metrics.include", dest="metrics_include", metavar="GLOB",
+                   action="append", default=None,
+                   help="write only metric families whose name matches one of these globs "
+                        "(e.g. 'ipvs_up,ipvs_service_*'); repeatable, comma separated "
+                        "(default: all)")
+    p.add_argument("--metrics.exclude", dest="metrics_exclude", metavar="GLOB",
+                   action="append", default=None,
+                   help="do not write metric families whose name matches one of these globs "
+                        "(e.g. '*_per_second,process_*'); repeatable, comma separated")
     p.add_argument("--version", action="version", version=f"ipvs_fast {__version__}")
     _env_defaults(p)
     return p
@@ -125,6 +173,8 @@ def _env_defaults(p: argparse.ArgumentParser) -> None:
         flag = a.option_strings[0]
         name = env_name(flag)
         a.help = (a.help or "") + f" [env {name}]"
+        if isinstance(a, argparse._AppendAction):
+            continue                        # list flags: see _list_values
         if name in os.environ:
             a.default = value = os.environ[name]
             if a.type is not None:
@@ -157,10 +207,73 @@ def _check_env_choices(p: argparse.ArgumentParser, args) -> None:
                     f"(choose from {', '.join(map(repr, a.choices))})")
 
 
+def _list_values(p: argparse.ArgumentParser, args) -> dict:
+    """Repeatable flags not given on the command line take their variable,
+    split on commas. Returns {dest: variable name} for values taken from
+    the environment (for error messages)."""
+    from_env = {}
+    for a in p._actions:
+        if not isinstance(a, argparse._AppendAction) or getattr(args, a.dest) is not None:
+            continue
+        name = env_name(a.option_strings[0])
+        if name in os.environ:
+            raw = os.environ[name]
+            if a.dest == "namespace_path":      # items verbatim (stripped); "" = own netns
+                setattr(args, a.dest, [x.strip() for x in raw.split(",")])
+            else:
+                setattr(args, a.dest, [raw])
+            from_env[a.dest] = name
+        elif a.dest == "namespace_path":
+            setattr(args, a.dest, [DEFAULT_NAMESPACE])
+        else:
+            setattr(args, a.dest, [])
+    return from_env
+
+
+def _policy(p: argparse.ArgumentParser, args, from_env: dict) -> None:
+    """Parse the cardinality flags into args.service_filter,
+    args.metric_filter and args.destinations (p.error naming the flag)."""
+    from .policy import FamilyFilter, ServiceFilter, parse_destination_labels, parse_selectors
+
+    def fail(flag, dest, e):
+        src = ""
+        if dest in from_env:
+            src = f" (from environment variable {from_env[dest]})"
+        elif os.environ.get(env_name(flag)) == getattr(args, dest):
+            src = f" (from environment variable {env_name(flag)})"
+        p.error(f"argument {flag}{src}: {e}")
+
+    sel = {}
+    for flag, dest in (("--service.include", "service_include"),
+                       ("--service.exclude", "service_exclude")):
+        try:
+            sel[dest] = parse_selectors(getattr(args, dest))
+        except ValueError as e:
+            fail(flag, dest, e)
+    args.service_filter = ServiceFilter(sel["service_include"], sel["service_exclude"])
+    from .policy import split_list
+    globs = {}
+    for flag, dest in (("--metrics.include", "metrics_include"),
+                       ("--metrics.exclude", "metrics_exclude")):
+        items = split_list(getattr(args, dest))
+        try:
+            FamilyFilter(items)
+        except ValueError as e:
+            fail(flag, dest, e)
+        globs[dest] = items
+    args.metric_filter = FamilyFilter(globs["metrics_include"], globs["metrics_exclude"])
+    try:
+        args.destinations = parse_destination_labels(args.destination_labels, args.format)
+    except ValueError as e:
+        fail("--destination.labels", "destination_labels", e)
+
+
 def parse_args(argv: Optional[list] = None):
     p = build_parser()
     args = p.parse_args(argv)
     _check_env_choices(p, args)
+    from_env = _list_values(p, args)
+    _policy(p, args, from_env)
     return args
 
 
@@ -195,15 +308,20 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def make_renderer(args, namespaces: int = 1):
-    """The renderer for --format (``render(results, build_info, extra)``)."""
+    """The renderer for --format (``render(results, build_info, extra)``).
+    *namespaces* > 1: the configuration can yield several namespaces (the
+    node format then labels its series with ``namespace``)."""
+    mf = getattr(args, "metric_filter", None) or None
+    dests = getattr(args, "destinations", None)
     if args.format == "node":
         from .nodefmt import NodeRenderer
-        return NodeRenderer(args.node_backend_labels, namespace_label=namespaces > 1)
+        return NodeRenderer(args.node_backend_labels, namespace_label=namespaces > 1,
+                            metric_filter=mf)
     if args.format == "ipvs":
         from .ipvsfmt import IPVSRenderer
-        return IPVSRenderer()
+        return IPVSRenderer(metric_filter=mf, destinations=dests)
     from .ingress import Renderer
-    return Renderer()
+    return Renderer(metric_filter=mf, destinations=dests)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -211,17 +329,24 @@ def main(argv: Optional[list] = None) -> int:
     setup_logging(args.log_level, args.log_format)
 
     from .ingress import default_build_info
+    from .namespaces import TargetSet
     from .server import GZIP_IMPL, Exporter, MetricsServer, run
-    from .target import NamespaceTarget
+    from .target import resolve_backend
 
-    target = NamespaceTarget(args.namespace_path, backend=args.backend, timeout=args.timeout)
-    exporter = Exporter([target], build_info=default_build_info(target.backend),
-                        renderer=make_renderer(args))
+    backend = resolve_backend(args.backend)
+    targets = TargetSet(args.namespace_path, backend=backend, timeout=args.timeout)
+    exporter = Exporter(targets, build_info=default_build_info(backend),
+                        renderer=make_renderer(args, 2 if targets.multi else 1),
+                        metric_filter=args.metric_filter or None,
+                        service_filter=args.service_filter or None)
     server = MetricsServer(exporter.collect, args.telemetry_path, version=__version__,
-                           request_timeout=max(60.0, 4 * args.timeout))
-    log.info("ipvs_fast %s starting: namespace=%r format=%s backend=%s timeout=%gs gzip=%s",
-             __version__, args.namespace_path, args.format, target.backend, args.timeout,
-             GZIP_IMPL)
+                           request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
+                           scrape_timeout=args.scrape_timeout,
+                           scrape_timeout_margin=args.scrape_timeout_margin)
+    log.info("ipvs_fast %s starting: namespace=%s format=%s backend=%s timeout=%gs "
+             "scrape-timeout=%gs-%gs gzip=%s", __version__,
+             ",".join(map(repr, args.namespace_path)), args.format, backend, args.timeout,
+             args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL)
     rc = 0
     try:
         run(server, args.listen_address)

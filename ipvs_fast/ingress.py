@@ -41,6 +41,7 @@ from .exposition import header as _header
 from .exposition import label_block
 from .exposition import results_from as _results_from
 from .exposition import values_of as _values
+from .policy import group_index, sum_groups
 from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
                       DEST_SIZE, DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF,
                       S_FIRST_DEST, S_FWMARK, S_NDESTS, S_PORT, S_PROTOCOL,
@@ -339,7 +340,7 @@ class _SvcEntry:
 class _NsState:
     """Per-namespace render cache: the label blocks of the last snapshot."""
     __slots__ = ("svcs", "dests", "ident", "ports", "svc_blocks", "dest_blocks",
-                 "dest_index")
+                 "dest_index", "agg")
 
     def __init__(self):
         self.svcs: dict = {}                # service key -> _SvcEntry
@@ -349,6 +350,7 @@ class _NsState:
         self.svc_blocks: list = []          # bytes, one per service
         self.dest_blocks: list = []         # bytes, one per rendered dest
         self.dest_index: Optional[list] = None   # None: dests in array order
+        self.agg: Optional[tuple] = None    # (group index, group blocks) when aggregating
 
 
 class Renderer:
@@ -373,12 +375,21 @@ class Renderer:
     the last render (the steady state), the previous block lists are reused
     wholesale and only the values are formatted.
     Thread-safe (renders are serialized per Renderer).
+
+    *metric_filter*: ``name -> bool``, the families to write (all if None).
+    *destinations*: None = one series per destination; ``"none"`` = no
+    destination series; a tuple of label names = destination series summed
+    over the destinations equal in those labels (see ipvs_fast.policy).
     """
 
-    def __init__(self):
+    def __init__(self, metric_filter=None, destinations=None):
         self._lock = threading.Lock()
         self._ns: dict = {}        # namespace -> _NsState
         self._format = FormatCache()
+        self._filter = metric_filter
+        self._destinations = destinations
+        self._dest_on = destinations != "none" and (
+            metric_filter is None or any(metric_filter(f[0]) for f in DEST_FAMILIES))
 
     def cache_size(self) -> tuple[int, int]:
         """(services, destinations) currently cached (for tests/debugging)."""
@@ -432,15 +443,24 @@ class Renderer:
             scols = svc_columns(sbuf)
             for runs, spec in zip(fam_svc, SVC_FAMILIES):
                 runs.append((st.svc_blocks, *_values(scols[spec[3]])))
-            if not st.dest_blocks:
+            if not st.dest_blocks or not self._dest_on:
                 continue
             dcols = dest_columns(dbuf)
             idx = st.dest_index
+            blocks = st.dest_blocks
+            agg = None
+            if isinstance(self._destinations, tuple):
+                if st.agg is None:
+                    st.agg = _groups(ns, sbuf, dbuf, ndest, ports, self._destinations)
+                agg = st.agg
+                blocks = agg[1]
             for runs, spec in zip(fam_dest, DEST_FAMILIES):
                 col = dcols[spec[3]]
                 if idx is not None:
                     col = [col[i] for i in idx]
-                runs.append((st.dest_blocks, *_values(col)))
+                if agg is not None:
+                    col = sum_groups(agg[0], len(blocks), col)
+                runs.append((blocks, *_values(col)))
             del dcols
 
         self._ns = new_ns
@@ -449,6 +469,8 @@ class Renderer:
                     *zip(DEST_FAMILIES, fam_dest), (UP, fam_up), (DURATION, fam_dur)]
         if build_info is not None:
             families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
+        if self._filter is not None:
+            families = [f for f in families if self._filter(f[0][0])]
         return self._format.render(families, extra)
 
     @staticmethod
@@ -505,6 +527,21 @@ class Renderer:
         st.dests = dict(zip(ckeys, blocks))
         st.dest_blocks = blocks
         return st
+
+
+def _groups(ns: str, sbuf, dbuf, ndest: int, ports: dict, keep: tuple) -> tuple:
+    """group_index over the rendered destinations' labels (collector rules),
+    in render order: services in array order, each one's destination range."""
+    dests = list(DEST_STRUCT.iter_unpack(dbuf[:ndest * DEST_SIZE]))
+
+    def labels():
+        for s in SVC_STRUCT.iter_unpack(sbuf[:len(sbuf) // SVC_SIZE * SVC_SIZE]):
+            start, end = _dest_ranges(ndest, s[S_FIRST_DEST], s[S_NDESTS])
+            if start < end:
+                sl = service_labels(ns, s, ports)
+                for d in dests[start:end]:
+                    yield dest_labels(sl, d[D_AF], d[D_PORT], d[D_ADDR])
+    return group_index(labels(), keep)
 
 
 _default = Renderer()

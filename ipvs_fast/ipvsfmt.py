@@ -24,6 +24,7 @@ from typing import Optional
 
 from .exposition import (FormatCache, as_results, escape_label_value, family,
                          fmt_value, label_block, results_from, values_of)
+from .policy import group_index, sum_groups
 from .records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
                       SVC_STRUCT, addr_str, cstr)
 
@@ -249,7 +250,7 @@ _SVC_KEY = slice(0, 88)
 
 class _Ns:
     __slots__ = ("ident", "svc_blocks", "svc_info", "dest_blocks", "dest_info",
-                 "dest_index", "svcs", "dests")
+                 "dest_index", "svcs", "dests", "agg")
 
 
 class IPVSRenderer:
@@ -257,12 +258,21 @@ class IPVSRenderer:
     :class:`ipvs_fast.ingress.Renderer`). Per namespace, the label blocks of
     the last snapshot are kept; when the snapshot's identity bytes (every
     record byte a label depends on) are unchanged, they are reused as they
-    are, else rebuilt reusing per-service / per-destination entries."""
+    are, else rebuilt reusing per-service / per-destination entries.
 
-    def __init__(self):
+    *metric_filter* and *destinations*: as for
+    :class:`ipvs_fast.ingress.Renderer` (aggregated destination series have
+    no ``ipvs_destination_info``)."""
+
+    def __init__(self, metric_filter=None, destinations=None):
         self._lock = threading.Lock()
         self._ns: dict = {}
         self._format = FormatCache()
+        self._filter = metric_filter
+        self._destinations = destinations
+        self._dest_on = destinations != "none" and (
+            metric_filter is None
+            or any(metric_filter(f[0]) for f in DEST_FAMILIES + (DEST_INFO,)))
 
     def cache_size(self) -> tuple:
         with self._lock:
@@ -303,18 +313,29 @@ class IPVSRenderer:
             for spec, col in zip(SVC_FAMILIES, _columns(sb, nsvc, SVC_SIZE, _SVC_SPECS)):
                 runs[spec[0]].append((st.svc_blocks, *values_of(col)))
             runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
-            if not st.dest_blocks:
+            if not st.dest_blocks or not self._dest_on:
                 continue
             idx = st.dest_index
+            blocks, agg = st.dest_blocks, None
+            if isinstance(self._destinations, tuple):
+                if st.agg is None:
+                    st.agg = _groups(r.namespace, sb, nsvc, db, nd, self._destinations)
+                agg = st.agg
+                blocks = agg[1]
             for spec, col in zip(DEST_FAMILIES, _columns(db, nd, DEST_SIZE, _DEST_SPECS)):
                 if idx is not None:
                     col = [col[i] for i in idx]
-                runs[spec[0]].append((st.dest_blocks, *values_of(col)))
-            runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
+                if agg is not None:
+                    col = sum_groups(agg[0], len(blocks), col)
+                runs[spec[0]].append((blocks, *values_of(col)))
+            if agg is None:
+                runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
         self._ns = new_ns
         families = [(spec, runs[spec[0]]) for spec in FAMILIES + (UP, DURATION)]
         if build_info is not None:
             families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
+        if self._filter is not None:
+            families = [f for f in families if self._filter(f[0][0])]
         return self._format.render(families, extra)
 
     @staticmethod
@@ -338,6 +359,7 @@ class IPVSRenderer:
         old_svcs = old.svcs if old is not None else {}
         old_dests = old.dests if old is not None else {}
         st = _Ns()
+        st.agg = None
         st.svcs, st.dests = {}, {}
         st.svc_blocks, st.svc_info, st.dest_blocks, st.dest_info = [], [], [], []
         order: list = []
@@ -369,3 +391,17 @@ class IPVSRenderer:
                 st.dest_info.append(de[1])
         st.dest_index = None if order == list(range(nd)) else order
         return st
+
+
+def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:
+    """group_index over the rendered destinations' labels, in render order."""
+    dests = list(DEST_STRUCT.iter_unpack(db[:nd * DEST_SIZE]))
+
+    def labels():
+        for s in SVC_STRUCT.iter_unpack(sb[:nsvc * SVC_SIZE]):
+            a, b = _range(nd, s[21], s[22])
+            if a < b:
+                sl = service_labels(ns, s)
+                for d in dests[a:b]:
+                    yield dest_labels(sl, d)
+    return group_index(labels(), keep)

@@ -227,9 +227,12 @@ class NodeRenderer:
     :class:`ipvs_fast.ingress.Renderer`). Label blocks are cached per key;
     the cache holds exactly the keys of the last render."""
 
-    def __init__(self, labels: tuple = NODE_LABELS, namespace_label: bool = False):
+    def __init__(self, labels: tuple = NODE_LABELS, namespace_label: bool = False,
+                 metric_filter=None):
         self.labels = tuple(labels)
         self.namespace_label = namespace_label
+        self._filter = metric_filter or (lambda name: True)
+        self._backends_on = any(self._filter(f[0]) for f in BACKEND_FAMILIES)
         names = (("namespace",) if namespace_label else ()) + self.labels
         # label order in the output: sorted names (as client_golang writes them)
         self._order = sorted(range(len(names)), key=lambda i: names[i])
@@ -262,12 +265,14 @@ class NodeRenderer:
                 t = _totals(r.snapshot)
                 if t is not None:
                     _add(totals, pre, t)
+                if not self._backends_on:
+                    continue
                 for key, vals in backend_series(r.snapshot, self.labels).items():
                     _add(backends, pre + key, vals)
             out: list = []
             # client_golang: families sorted by name, series by label values
             # in label-name order.
-            fams = sorted(FAMILIES, key=lambda f: f[0])
+            fams = sorted((f for f in FAMILIES if self._filter(f[0])), key=lambda f: f[0])
             order = self._order
             brows = sorted(((tuple(k[i] for i in order), k, v) for k, v in backends.items()))
             trows = sorted(totals.items())
@@ -290,11 +295,11 @@ class NodeRenderer:
             self._blocks = cache
         for spec, rows in ((UP, [(r.namespace, 1 if r.up else 0) for r in results]),
                            (DURATION, [(r.namespace, float(r.duration)) for r in results])):
-            if rows:
+            if rows and self._filter(spec[0]):
                 out.append(header(spec))
                 out += ['%s{namespace="%s"} %s' % (spec[0], escape_label_value(ns), fmt_value(v))
                         for ns, v in rows]
-        if build_info is not None:
+        if build_info is not None and self._filter(BUILD_INFO[0]):
             out.append(header(BUILD_INFO))
             out.append("%s%s1" % (BUILD_INFO[0], label_block(build_info)))
         body = ("\n".join(out) + "\n" if out else "").encode("utf-8")

@@ -7,6 +7,9 @@
 * Collection, rendering and compression run in a small thread pool, never on
   the event loop. Concurrent scrapes share one in-flight collection
   (single-flight); a request arriving after it finished starts a new one.
+  With a scrape timeout configured, collection gets a deadline from the
+  ``X-Prometheus-Scrape-Timeout-Seconds`` header (see MetricsServer); the
+  request that starts a collection sets its deadline.
 * Explicit limits: keep-alive / idle-connection timeout (also bounds how long
   a client may take to send its request head), header size limits, a
   per-request handling timeout, and a shutdown timeout.
@@ -30,6 +33,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from .ingress import CONTENT_TYPE, Renderer
 
 log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
 def zlib_gzip(data: bytes) -> bytes:
@@ -175,7 +180,16 @@ class Payload:
 class Exporter:
     """Synchronous collection: targets -> CollectResults -> bytes.
 
-    ``collect()`` runs in a worker thread. Process metrics (``process_*``,
+    *targets*: a list of targets (``collect() -> CollectResult``, collected
+    one after the other), or a :class:`ipvs_fast.namespaces.TargetSet`
+    (anything with ``collect(deadline) -> [CollectResult]``; namespaces are
+    collected in parallel under the deadline).
+    *metric_filter*: ``name -> bool`` applied to the process metrics (the
+    renderer filters its own families). *service_filter*: a
+    :class:`ipvs_fast.policy.ServiceFilter` applied to every snapshot
+    before rendering.
+
+    ``collect(deadline=None)`` runs in a worker thread. Process metrics (``process_*``,
     the same names the Go original's default registry exports) come from
     prometheus_client's ProcessCollector in a private registry. The platform
     (``python_info``) and GC (``python_gc_*``) collectors are left out: they
@@ -183,31 +197,72 @@ class Exporter:
     dashboard for this exporter would use.
     """
 
-    def __init__(self, targets: list, build_info: Optional[dict] = None,
-                 renderer: Optional[Renderer] = None, process_metrics: bool = True):
-        self.targets = list(targets)
+    def __init__(self, targets, build_info: Optional[dict] = None,
+                 renderer: Optional[Renderer] = None, process_metrics: bool = True,
+                 metric_filter: Optional[Callable[[str], bool]] = None,
+                 service_filter=None):
+        if isinstance(targets, (list, tuple)):
+            self.targets = list(targets)
+            self.target_set = None
+        else:
+            self.targets = []
+            self.target_set = targets
         self.build_info = build_info
         self.renderer = renderer or Renderer()
+        self.metric_filter = metric_filter
+        self.service_filter = service_filter
         self._lock = threading.Lock()
         self._extra = None
         if process_metrics:
             self._extra = CollectorRegistry(auto_describe=False)
             ProcessCollector(registry=self._extra)
 
-    def collect(self) -> bytes:
+    def collect(self, deadline: Optional[float] = None) -> bytes:
+        """The exposition for one scrape; *deadline*: seconds the namespaces
+        may take (a TargetSet only; plain target lists wait for every one)."""
         with self._lock:
-            results = [t.collect() for t in self.targets]
+            if self.target_set is not None:
+                results = self.target_set.collect(deadline)
+            else:
+                results = [t.collect() for t in self.targets]
+            if self.service_filter is not None:
+                results = self.service_filter.apply_results(results)
             extra = ""
             if self._extra is not None:
                 extra = generate_latest(self._extra).decode("utf-8")
+                if self.metric_filter is not None:
+                    extra = filter_exposition(extra, self.metric_filter)
             return self.renderer.render(results, self.build_info, extra)
 
     def close(self) -> None:
+        if self.target_set is not None:
+            try:
+                self.target_set.close()
+            except Exception as e:
+                log.debug("closing targets failed: %r", e)
         for t in self.targets:
             try:
                 t.close()
             except Exception as e:
                 log.debug("closing target failed: %r", e)
+
+
+def filter_exposition(text: str, keep: Callable[[str], bool]) -> str:
+    """Text format 0.0.4 with only the families whose name passes *keep*
+    (a family = its HELP/TYPE lines and the samples that follow them)."""
+    out = []
+    name = None
+    keep_it = True
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            n = line.split(" ", 3)[2].rstrip("\n")
+            if n != name:
+                name, keep_it = n, keep(n)
+        elif name is None and line and not line.startswith("#"):
+            keep_it = keep(line.split("{", 1)[0].split(" ", 1)[0])
+        if keep_it:
+            out.append(line)
+    return "".join(out)
 
 
 LANDING = """<!DOCTYPE html>
@@ -223,16 +278,30 @@ LANDING = """<!DOCTYPE html>
 
 
 class MetricsServer:
-    """The HTTP server. *collect* is a thread-safe ``() -> bytes``."""
+    """The HTTP server. *collect* is a thread-safe ``() -> bytes``, or, when
+    *scrape_timeout* is set, ``(deadline_seconds) -> bytes``.
 
-    def __init__(self, collect: Callable[[], bytes], telemetry_path: str = "/metrics", *,
+    Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
+    sends with every scrape) or, when absent or not a positive number,
+    *scrape_timeout*; minus *scrape_timeout_margin* (time left for
+    rendering, compression and transfer), but never less than half the
+    timeout. Single-flight: a collection already in flight is shared by every
+    request arriving while it runs, and it runs under the deadline of the
+    request that started it (the first); later requests do not shorten or
+    extend it.
+    """
+
+    def __init__(self, collect: Callable[..., bytes], telemetry_path: str = "/metrics", *,
                  keepalive_timeout: float = 15.0, request_timeout: float = 60.0,
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
-                 version: str = ""):
+                 version: str = "", scrape_timeout: Optional[float] = None,
+                 scrape_timeout_margin: float = 0.5):
         if not telemetry_path.startswith("/"):
             raise ValueError("telemetry path must start with '/'")
         self._collect_fn = collect
+        self.scrape_timeout = scrape_timeout
+        self.scrape_timeout_margin = scrape_timeout_margin
         self.telemetry_path = telemetry_path
         self.keepalive_timeout = keepalive_timeout
         self.request_timeout = request_timeout
@@ -251,14 +320,32 @@ class MetricsServer:
         self._runner: Optional[web.ServerRunner] = None
         self.addresses: list = []
         self.collections = 0       # number of collections started (for tests/debugging)
+        self.last_deadline: Optional[float] = None   # of the last collection started
 
     # -- request handling ---------------------------------------------------
-    async def _payload(self) -> Payload:
+    def deadline_for(self, headers) -> Optional[float]:
+        """Seconds a collection started for a request with *headers* may take
+        (None without *scrape_timeout*: collect() takes no deadline)."""
+        if self.scrape_timeout is None:
+            return None
+        t = self.scrape_timeout
+        raw = headers.get(SCRAPE_TIMEOUT_HEADER) if headers is not None else None
+        if raw:
+            try:
+                v = float(raw)
+            except ValueError:
+                v = 0.0
+            if 0 < v < float("inf"):
+                t = v
+        return max(t - self.scrape_timeout_margin, t / 2)
+
+    async def _payload(self, deadline: Optional[float] = None) -> Payload:
         fut = self._inflight
         if fut is None or fut.done():
             loop = asyncio.get_running_loop()
             self.collections += 1
-            fut = loop.run_in_executor(self._pool, self._collect_payload)
+            self.last_deadline = deadline
+            fut = loop.run_in_executor(self._pool, self._collect_payload, deadline)
             self._inflight = fut
 
             def _clear(f, self=self):
@@ -268,11 +355,13 @@ class MetricsServer:
         # shield: a disconnecting client must not cancel the shared collection
         return await asyncio.shield(fut)
 
-    def _collect_payload(self) -> Payload:
-        return Payload(self._collect_fn())
+    def _collect_payload(self, deadline: Optional[float] = None) -> Payload:
+        if deadline is None:
+            return Payload(self._collect_fn())
+        return Payload(self._collect_fn(deadline))
 
     async def _metrics_response(self, request: web.BaseRequest) -> web.StreamResponse:
-        payload = await self._payload()
+        payload = await self._payload(self.deadline_for(request.headers))
         headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding",
                    "Cache-Control": "no-store"}
         if accepts_gzip(request.headers.get("Accept-Encoding")):

@@ -6,21 +6,60 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import topo
 
 INGRESS_SBOX = "/var/run/docker/netns/ingress_sbox"
 
 
-@pytest.fixture(scope="session", autouse=True)
+def pytest_collection_modifyitems(config, items):
+    # Tests that need ip_vs *not* loaded run first, before anything loads it.
+    items.sort(key=lambda item: 0 if "ip_vs_absent" in getattr(item, "fixturenames", ()) else 1)
+
+
+def ip_vs_loaded() -> bool:
+    return os.path.exists("/sys/module/ip_vs")
+
+
+@pytest.fixture(scope="session")
 def ip_vs_module():
+    """Load ip_vs (and sctp, so the backends' SCTP servers start). Only
+    fixtures that need IPVS use this: the failure-mode tests need it absent."""
     subprocess.run(["modprobe", "ip_vs"], check=True)
+    subprocess.run(["modprobe", "sctp"], check=True)
     yield
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """The standard topology, reachable at Docker's ingress_sbox path, with traffic."""
+@pytest.fixture
+def ip_vs_absent():
+    """ip_vs not loaded. Such tests are sorted first, so normally nothing has
+    loaded it yet; otherwise unload it and its scheduler/helper modules."""
+    if ip_vs_loaded():
+        subprocess.run(["ipvsadm", "-C"], capture_output=True)
+        deadline = time.monotonic() + 30
+        while ip_vs_loaded():
+            with open("/proc/modules") as f:
+                mods = [line.split()[0] for line in f if line.startswith("ip_vs_")]
+            subprocess.run(["rmmod", *mods], capture_output=True)
+            subprocess.run(["rmmod", "ip_vs"], capture_output=True)
+            if time.monotonic() > deadline:
+                pytest.fail("cannot unload ip_vs (a namespace still holds IPVS services?)")
+            time.sleep(0.5)
+    assert not os.path.exists("/proc/net/ip_vs")
+    yield
+    # The exporter must never load the module itself.
+    assert not ip_vs_loaded(), "ip_vs got loaded during a test that must not load it"
+
+
+@pytest.fixture(scope="session")
+def lab(ip_vs_module):
+    """The standard topology, reachable at Docker's ingress_sbox path, with traffic.
+
+    One for the whole session (building it takes most of a minute under
+    emulation). Tests may add traffic; tests that add services remove them.
+    Every comparison is bracketed (topo.stable), so no test depends on the
+    exact counters another one left behind."""
     lab = topo.Lab(prefix="ipvsf", alias_path=INGRESS_SBOX)
     try:
         lab.build()
@@ -33,6 +72,26 @@ def lab():
         lab.teardown()
 
 
+def _bare(name: str, rules: str):
+    ns = topo.Bare(name, rules)
+    try:
+        yield ns.build()
+    finally:
+        ns.teardown()
+
+
+@pytest.fixture(scope="session")
+def empty_ns(ip_vs_module):
+    """A namespace without IPVS services."""
+    yield from _bare("ipvsf-empty", "")
+
+
+@pytest.fixture(scope="session")
+def many_ns(ip_vs_module):
+    """A namespace with 300 services of every kind (topo.mixed_rules)."""
+    yield from _bare("ipvsf-many", topo.mixed_rules(300))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,25 +99,52 @@ def free_port() -> int:
 
 
 class Exporter:
-    def __init__(self, args, env=None):
+    """`python -m ipvs_fast` on a free loopback port. `wrap` prefixes the
+    command (e.g. capsh); wait=False returns at once (call wait_ready()), so
+    several exporters can start in parallel."""
+
+    def __init__(self, args, env=None, wrap=None, wait=True):
         self.port = free_port()
         self.log = open(f"/tmp/exporter-{self.port}.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipvs_fast", "--listen-address", f"127.0.0.1:{self.port}", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
+        argv = [sys.executable, "-m", "ipvs_fast", "--listen-address", f"127.0.0.1:{self.port}",
+                *args]
+        if wrap:
+            argv = wrap(argv)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120) -> "Exporter":
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 self.get("/healthz")
-                break
+                return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"exporter did not start: {self.logtext()}")
                 time.sleep(0.2)
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def get(self, path="/metrics", timeout=60) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
             return r.read().decode()
+
+    def samples(self) -> dict:
+        """One scrape as {(name, sorted label items): value}."""
+        out = {}
+        for fam in text_string_to_metric_families(self.get()):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def up(self) -> float:
+        ups = [v for (name, _), v in self.samples().items() if name == "ipvs_up"]
+        assert len(ups) == 1, ups
+        return ups[0]
 
     def logtext(self) -> str:
         self.log.flush()
@@ -79,8 +165,8 @@ class Exporter:
 def exporter():
     started = []
 
-    def start(*args, env=None):
-        e = Exporter(list(args), env=env)
+    def start(*args, env=None, wrap=None, wait=True):
+        e = Exporter(list(args), env=env, wrap=wrap, wait=wait)
         started.append(e)
         return e
 

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -132,6 +133,13 @@ class Lab:
         specs = " ".join(",".join(str(x) for x in f) for f in flows)
         return sh(f"{PY} {TRAFFIC} multi {specs}", ns=self.client)
 
+    def start_traffic(self, seconds: float, flows: list[tuple]) -> "Background":
+        """Repeat flows ((kind, host, port, count, size) tuples) from the client
+        for `seconds` in a background process; Background.wait() collects it."""
+        specs = [",".join(str(x) for x in f) for f in flows]
+        return Background(["ip", "netns", "exec", self.client, PY, TRAFFIC, "loop",
+                           str(seconds), *specs])
+
     def teardown(self) -> None:
         for p in self.servers:
             p.kill()
@@ -144,6 +152,63 @@ class Lab:
                 pass
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class Background:
+    """A background command whose output goes to a temporary file."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self.out = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float = 120) -> str:
+        """Wait for the command to end; its output, or RuntimeError if it failed."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = "timeout"
+        self.out.seek(0)
+        text = self.out.read()
+        self.out.close()
+        if rc != 0:
+            raise RuntimeError(f"{' '.join(self.argv)} failed ({rc}): {text[-2000:]}")
+        return text
+
+
+@dataclass
+class Bare:
+    """A lone namespace with IPVS rules and no links (no traffic): for shapes
+    of the service table rather than counters. Duck-types Lab's `director`
+    and `netns_path`. lo must be up: until then the namespace has no local
+    routing table and the kernel refuses every IPv4 destination (EINVAL)."""
+    name: str
+    rules: str = ""
+
+    @property
+    def director(self) -> str:
+        return self.name
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def build(self) -> "Bare":
+        sh(f"ip netns add {self.name}")
+        sh("ip link set lo up", ns=self.name)
+        if self.rules.strip():
+            sh("ipvsadm -R", ns=self.name, input=self.rules.strip() + "\n")
+        return self
+
+    def teardown(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def ip_vs_stats(ns: str) -> str:
+    """/proc/net/ip_vs_stats as seen from inside namespace `ns`."""
+    return sh("cat /proc/net/ip_vs_stats", ns=ns)
 
 
 # The standard service mix: TCP, UDP, fwmark v4/v6, IPv6, persistence, schedulers,
@@ -186,6 +251,52 @@ def standard_traffic(lab: Lab) -> None:
                    ("tcp", "fd77:100::2", 30001, 2, 150),
                    ("tcp", "fd77:100::1", 80, 4, 500),
                    ("tcp", "10.77.100.1", 443, 2, 100)])
+
+
+# SCTP services, added to the standard lab by the SCTP tests (backends serve SCTP on 8082).
+SCTP_RULES = """
+-A --sctp-service 10.77.100.1:9000 -s rr
+-a --sctp-service 10.77.100.1:9000 -r 10.77.11.2:8082 -m -w 1
+-a --sctp-service 10.77.100.1:9000 -r 10.77.12.2:8082 -m -w 1
+-A --sctp-service [fd77:100::1]:9000 -s wrr
+-a --sctp-service [fd77:100::1]:9000 -r [fd77:11::2]:8082 -m -w 3
+"""
+
+
+def mixed_rules(n: int) -> str:
+    """n services of every kind (TCP/UDP/SCTP, IPv4/IPv6, fwmark v4/v6), with
+    0..3 destinations, assorted schedulers, persistence, netmasks, forwarding
+    methods, weights and thresholds: a service table spanning many datagrams."""
+    scheds = ["rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq"]
+    fwds = ["-m", "-g", "-i"]
+    lines = []
+    for i in range(n):
+        kind = i % 6
+        hi, lo = divmod(i, 250)
+        if kind == 0:
+            svc = f"-t 10.78.{hi}.{lo + 1}:80"
+        elif kind == 1:
+            svc = f"-u 10.78.{hi}.{lo + 1}:53"
+        elif kind == 2:
+            svc = f"--sctp-service 10.78.{hi}.{lo + 1}:9000"
+        elif kind == 3:
+            svc = f"-t [fd78::{i + 1:x}]:443"
+        elif kind == 4:
+            svc = f"-f {1000 + i}"
+        else:
+            svc = f"-f {1000 + i} -6"
+        opts = f"-s {scheds[i % len(scheds)]}"
+        if i % 7 == 0:
+            opts += " -p 120" + (" -M 255.255.255.0" if kind in (0, 1, 2, 4) else "")
+        lines.append(f"-A {svc} {opts}")
+        v6 = kind in (3, 5)
+        for j in range(i % 4):
+            real = f"[fd77:{11 + j}::{i % 200 + 2:x}]" if v6 else f"10.77.{11 + j}.{i % 200 + 2}"
+            # fwmark dests: no port (ipvsadm wants one after "[v6]", so :0 there)
+            port = ":8080" if kind < 4 else ":0" if v6 else ""
+            extra = f" -x {i % 50} -y {i % 10}" if j == 1 else ""
+            lines.append(f"-a {svc} -r {real}{port} {fwds[(i + j) % 3]} -w {j}{extra}")
+    return "\n".join(lines)
 
 
 def stable(read, settle: float = 2.5, tries: int = 20):

@@ -6,10 +6,14 @@
   traffic.py sctp HOST PORT COUNT SIZE COUNT SCTP associations with one exchange each
   traffic.py multi KIND,HOST,PORT,COUNT,SIZE ...   several of the above in one process
                                        (interpreter start-up is seconds under emulation)
+  traffic.py loop SECONDS KIND,HOST,PORT,COUNT,SIZE ...
+                                       repeat the flows for SECONDS (sustained load for
+                                       the kernel's rate estimator), then print the rounds
 """
 import socket
 import sys
 import threading
+import time
 
 
 def _tcp_server(port: int, proto: int = 0) -> None:
@@ -101,5 +105,14 @@ if __name__ == "__main__":
         for spec in sys.argv[2:]:
             kind, host, port, count, size = spec.split(",")
             run(kind, host, int(port), int(count), int(size))
+    elif cmd == "loop":
+        flows = [spec.split(",") for spec in sys.argv[3:]]
+        end = time.monotonic() + float(sys.argv[2])
+        rounds = 0
+        while time.monotonic() < end:
+            for kind, host, port, count, size in flows:
+                run(kind, host, int(port), int(count), int(size))
+            rounds += 1
+        print(f"rounds {rounds}")
     else:
         run(cmd, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

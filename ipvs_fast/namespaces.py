@@ -1,0 +1,220 @@
+"""Many namespaces: path patterns -> NamespaceTargets, collected in parallel.
+
+``--namespace-path`` may be given several times; each value is
+
+* ``""`` -- the exporter's own network namespace;
+* a path with glob characters (``*``, ``?``, ``[``), e.g. ``/run/netns/*`` or
+  ``/var/run/docker/netns/*`` -- expanded again on every scrape (directories
+  are skipped; a pattern matching nothing contributes no namespace);
+* any other path -- used as it is, reported with ``ipvs_up 0`` while missing.
+
+Targets are keyed by the expanded path (the string that becomes the
+``namespace`` label; no symlink resolution, so ``/var/run/...`` stays
+``/var/run/...``). A path seen for the first time gets a new
+:class:`~ipvs_fast.target.NamespaceTarget`; a path no longer in the expansion
+has its target closed (its sockets would pin the namespace), after its
+collection finishes if one is still running.
+
+Collection: every namespace in a thread pool (the C core releases the GIL),
+under one deadline for the scrape. A namespace not finished by the deadline
+is reported ``up=0`` with the time waited as its duration and an error; its
+collection keeps running in the background (its result is dropped) and is
+not started again while it runs: later scrapes report that namespace
+``up=0`` ("previous collection still running") with the age of the running
+collection as duration, until it returns. Collections queued behind busy
+workers and not started by the deadline are cancelled.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as _wait
+from typing import Callable, Iterable, Optional
+
+from .target import CollectResult, NamespaceTarget
+
+log = logging.getLogger(__name__)
+
+_GLOB_CHARS = frozenset("*?[")
+
+#: Collections running at the same time (namespaces are collected in a pool).
+DEFAULT_WORKERS = 16
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern)
+
+
+def expand(patterns: Iterable[str], empty: Optional[list] = None) -> list:
+    """The namespace paths *patterns* stand for now: literal paths (and
+    ``""``) as they are, globs expanded (sorted, directories skipped);
+    duplicates removed, first occurrence wins the position. Globs matching
+    nothing are appended to *empty* if given."""
+    out: list = []
+    seen: set = set()
+    for p in patterns:
+        if is_glob(p):
+            paths = sorted(x for x in glob.glob(p) if not os.path.isdir(x))
+            if not paths and empty is not None:
+                empty.append(p)
+        else:
+            paths = [p]
+        for x in paths:
+            if x not in seen:
+                seen.add(x)
+                out.append(x)
+    return out
+
+
+class _Slot:
+    __slots__ = ("target", "future", "started", "late")
+
+    def __init__(self, target):
+        self.target = target
+        self.future: Optional[Future] = None
+        self.started = 0.0
+        self.late = False           # the last scrape missed its deadline (log once)
+
+
+class TargetSet:
+    """The namespaces *patterns* currently expand to, one target each.
+
+    *make_target(path)* builds a target (``collect() -> CollectResult``,
+    ``close()``); by default a NamespaceTarget with *backend*/*timeout*.
+    ``collect(deadline)`` never raises and never blocks much longer than
+    *deadline* seconds.
+    """
+
+    def __init__(self, patterns: Iterable[str], backend: str = "native",
+                 timeout: float = 5.0, *,
+                 make_target: Optional[Callable[[str], object]] = None,
+                 workers: int = DEFAULT_WORKERS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.patterns = list(patterns)
+        if make_target is None:
+            def make_target(path, backend=backend, timeout=timeout):
+                return NamespaceTarget(path, backend=backend, timeout=timeout)
+        self._make = make_target
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict = {}          # path -> _Slot
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
+                                        thread_name_prefix="ipvs-ns")
+        self._glob_empty_logged: set = set()
+
+    @property
+    def multi(self) -> bool:
+        """Whether this configuration can yield more than one namespace."""
+        return len(self.patterns) > 1 or any(is_glob(p) for p in self.patterns)
+
+    def paths(self) -> list:
+        with self._lock:
+            return list(self._slots)
+
+    # -- membership ------------------------------------------------------------
+    def _refresh(self) -> list:
+        """Expand the patterns; create/close targets; the current slots, in order."""
+        empty: list = []
+        paths = expand(self.patterns, empty)
+        for p in empty:
+            if p not in self._glob_empty_logged:
+                log.info("namespace pattern %r matches nothing (yet)", p)
+        self._glob_empty_logged = set(empty)
+        slots = []
+        with self._lock:
+            current = set(paths)
+            for path in [x for x in self._slots if x not in current]:
+                self._retire(self._slots.pop(path))
+            for path in paths:
+                slot = self._slots.get(path)
+                if slot is None:
+                    slot = self._slots[path] = _Slot(self._make(path))
+                    log.debug("namespace %r: new target", path)
+                slots.append((path, slot))
+        return slots
+
+    def _retire(self, slot: _Slot) -> None:
+        log.info("namespace %r is gone from the expansion; closing its handle",
+                 getattr(slot.target, "path", "?"))
+        fut = slot.future
+        if fut is not None and not fut.done():
+            fut.add_done_callback(lambda _f, t=slot.target: _close(t))
+        else:
+            _close(slot.target)
+
+    # -- collection ------------------------------------------------------------
+    def collect(self, deadline: Optional[float] = None) -> list:
+        """One CollectResult per current namespace (expansion order).
+        *deadline*: seconds from now; None = wait for every namespace."""
+        t0 = self._clock()
+        slots = self._refresh()
+        pending: dict = {}
+        results: dict = {}
+        busy: dict = {}
+        for path, slot in slots:
+            fut = slot.future
+            if fut is not None and not fut.done():
+                busy[path] = slot.started
+                continue
+            slot.started = self._clock()
+            slot.future = fut = self._pool.submit(slot.target.collect)
+            pending[path] = fut
+        if pending:
+            timeout = None if deadline is None else max(0.0, deadline - (self._clock() - t0))
+            _wait(list(pending.values()), timeout=timeout)
+        now = self._clock()
+        slot_of = dict(slots)
+        for path, fut in pending.items():
+            slot = slot_of[path]
+            if fut.done() and not fut.cancelled():
+                try:
+                    results[path] = fut.result()
+                except Exception as e:      # targets never raise; be safe
+                    results[path] = CollectResult(path, False, now - t0, error=repr(e))
+                if slot.late:
+                    log.info("namespace %r: collected within the deadline again", path)
+                    slot.late = False
+                continue
+            if fut.cancel():
+                err = "not started before the scrape deadline (all workers busy)"
+            else:
+                err = ("scrape deadline exceeded (%.3gs); the collection continues in "
+                       "the background" % (deadline or 0))
+            if not slot.late:
+                log.warning("namespace %r: %s, ipvs_up=0", path, err)
+                slot.late = True
+            results[path] = CollectResult(path, False, now - t0, error=err)
+        for path, started in busy.items():
+            results[path] = CollectResult(path, False, now - started,
+                                          error="previous collection still running")
+            log.debug("namespace %r: previous collection still running (%.1fs)",
+                      path, now - started)
+        return [results[path] for path, _ in slots]
+
+    def close(self) -> None:
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for s in slots:
+            fut = s.future
+            if fut is not None and not fut.done():
+                fut.add_done_callback(lambda _f, t=s.target: _close(t))
+            else:
+                _close(s.target)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _close(target) -> None:
+    try:
+        target.close()
+    except Exception as e:
+        log.debug("closing target %r failed: %r", getattr(target, "path", "?"), e)
