@@ -110,6 +110,11 @@ class Exporter:
                 *args]
         if wrap:
             argv = wrap(argv)
+        # Emulation makes a first collection (namespace open, iptables-save via
+        # nsenter) take seconds; the default 10 s scrape deadline is for real
+        # hardware. Deadlines themselves are tested on the host.
+        env = dict(os.environ if env is None else env)
+        env.setdefault("IPVS_FAST_SCRAPE_TIMEOUT", "120")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()
