@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 
@@ -12,21 +11,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RES = os.path.join(HERE, "results")
-
-
-def load(name):
-    try:
-        with open(os.path.join(RES, name)) as f:
-            return json.load(f)
-    except OSError:
-        return None
+from summary import RES, load, pb_medians  # noqa: E402  (bench/ is on sys.path)
 
 
 def medians(doc):
-    return {(b["name"].split("[")[0], b.get("param")): b["stats"]["median"]
-            for b in (doc or {}).get("benchmarks", [])}
+    return {k: median for k, (median, _) in pb_medians(doc).items()}
 
 
 def main():

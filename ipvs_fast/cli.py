@@ -66,24 +66,22 @@ def _telemetry_path(value: str) -> str:
     return value
 
 
-def _margin(value: str) -> float:
-    try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not (0 <= t <= 3600):
-        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0 and <= 3600 seconds")
-    return t
+def _seconds(allow_zero: bool):
+    """argparse type: a number of seconds in (0, 3600], or [0, 3600] with allow_zero."""
+    def parse(value: str) -> float:
+        try:
+            t = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not ((0 <= t if allow_zero else 0 < t) and t <= 3600):
+            bound = ">=" if allow_zero else ">"
+            raise argparse.ArgumentTypeError(f"{value!r} must be {bound} 0 and <= 3600 seconds")
+        return t
+    return parse
 
 
-def _timeout(value: str) -> float:
-    try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not (0 < t <= 3600):
-        raise argparse.ArgumentTypeError(f"{value!r} must be > 0 and <= 3600 seconds")
-    return t
+_margin = _seconds(allow_zero=True)
+_timeout = _seconds(allow_zero=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
