@@ -96,16 +96,21 @@ void ipvs_close(ipvs_handle *h);
 int ipvs_ns_ident(ipvs_handle *h, uint64_t *dev, uint64_t *ino);
 int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
 long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len);
+
+long ipvs_format_samples(const char *name, size_t name_len,
+                         const char *blocks, const uint32_t *off,
+                         const uint8_t *values, size_t stride, int width,
+                         size_t n, char *out, size_t cap);
 """
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "ipvs_fast._ipvs_core",
-    '#include "ipvs_core.h"',
-    sources=[_rel("ipvs_core.c")],
+    '#include "ipvs_core.h"\n#include "text_format.h"',
+    sources=[_rel("ipvs_core.c"), _rel("text_format.c")],
     include_dirs=[_rel()],
-    depends=[_rel("ipvs_core.h")],
+    depends=[_rel("ipvs_core.h"), _rel("text_format.h")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
 )
 

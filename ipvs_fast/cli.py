@@ -337,7 +337,7 @@ def main(argv: Optional[list] = None) -> int:
                         renderer=make_renderer(args, 2 if targets.multi else 1),
                         metric_filter=args.metric_filter or None,
                         service_filter=args.service_filter or None)
-    server = MetricsServer(exporter.collect, args.telemetry_path, version=__version__,
+    server = MetricsServer(exporter.collect_pieces, args.telemetry_path, version=__version__,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
                            scrape_timeout_margin=args.scrape_timeout_margin)

@@ -3,11 +3,11 @@
 The fast renderers (``ingress.Renderer``, ``ipvsfmt.IPVSRenderer``) describe
 their output as *families*: ``(spec, runs)`` where ``spec`` is
 ``(name, type, help, ...)`` and each run is ``(blocks, values, conv)`` --
-a list of pre-encoded label blocks (``b'{a="x"} '``), a parallel list of
-values, and ``"d"`` (values are ints) or ``"s"`` (values are preformatted
-bytes). :class:`FormatCache` turns that into text format 0.0.4 with ONE
-``bytes % tuple`` over a format string that is kept between renders while
-the family shapes do not change.
+pre-encoded label blocks (``b'{a="x"} '``), the parallel values, and their
+conversion. :func:`iter_exposition` turns that into text format 0.0.4 as a
+stream of pieces, each segment of samples made by ONE ``bytes % tuple``
+over a cached format, so a body is produced (and can be sent) piece by
+piece and never has to exist whole.
 
 Also here: label/HELP escaping, value formatting (prometheus_client's and
 Go's), and the helpers that accept a CollectResult, a list of them, a target
@@ -15,7 +15,9 @@ or a callable as a collector source.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from array import array
 from typing import Optional
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -96,74 +98,191 @@ def go_float(v) -> str:
     return ("-" if neg else "") + s
 
 
-def values_of(col: list):
-    """(values, conversion) for one column: ints as-is ('d') unless some
-    value needs float formatting, then preformatted bytes ('s')."""
-    if col and (max(col) >= EXACT_LIMIT or min(col) <= -EXACT_LIMIT):
-        return [fmt_value(v).encode() for v in col], "s"
-    return col, "d"
+# Samples per formatted segment: large enough that per-segment Python
+# overhead vanishes, small enough that a segment (~0.5 MB of text) is a cheap
+# unit of memory and of transfer.
+SEGMENT_SAMPLES = 4096
+
+_SAMPLE = {"d": b"%s%d", "u": b"%s%d", "s": b"%s%s"}
 
 
-class FormatCache:
-    """Renders ``[(spec, runs), ...]`` (see the module doc) as bytes.
-
-    The format (headers plus ``"\\nNAME%s%d"`` per sample) depends only on
-    the families and their run lengths/conversions and is rebuilt only when
-    those change. Not thread-safe: callers serialize renders.
-    """
+class SampleFormats:
+    """``b"\\nNAME%s%d" * n`` per family name, conversion and n, cached
+    for full segments (the only sizes that recur); partial segments are
+    built when needed. Safe to share between threads (a race only builds a
+    format twice)."""
 
     def __init__(self):
-        self._key: Optional[tuple] = None
-        self._fmt: bytes = b""
+        self._full: dict = {}
 
-    def render(self, families: list, extra=b"") -> bytes:
-        if isinstance(extra, str):
-            extra = extra.encode("utf-8")
-        if extra and not extra.endswith(b"\n"):
-            extra += b"\n"
-        key = []
-        total = 0
-        for spec, runs in families:
-            if runs:
-                key.append(spec[0])
-                for blocks, _, conv in runs:
-                    key.append((len(blocks), conv))
-                    total += 2 * len(blocks)
-        key.append(bool(extra))
-        key = tuple(key)
-        if key != self._key:
-            self._fmt = self.build_format(families, bool(extra))
-            self._key = key
-        args = [None] * (total + (1 if extra else 0))
-        pos = 0
-        for _, runs in families:
-            for blocks, values, _ in runs:
-                end = pos + 2 * len(blocks)
-                args[pos:end:2] = blocks
-                args[pos + 1:end:2] = values
-                pos = end
-        if extra:
-            args[pos] = extra
-        if not args:
-            return self._fmt
-        return self._fmt % tuple(args)
+    def get(self, name: bytes, conv: str, n: int) -> bytes:
+        if n != SEGMENT_SAMPLES:
+            return (b"\n" + name + _SAMPLE[conv]) * n
+        key = (name, conv)
+        fmt = self._full.get(key)
+        if fmt is None:
+            fmt = self._full[key] = (b"\n" + name + _SAMPLE[conv]) * n
+        return fmt
 
-    @staticmethod
-    def build_format(families, extra: bool) -> bytes:
-        parts = []
-        for spec, runs in families:
-            if not runs:
-                continue
-            hdr = header(spec).encode("utf-8").replace(b"%", b"%%")
-            parts.append(b"\n" + hdr if parts else hdr)
-            line = b"\n" + spec[0].encode()
-            for blocks, _, conv in runs:
-                parts.append((line + (b"%s%d" if conv == "d" else b"%s%s")) * len(blocks))
-        if parts:
-            parts.append(b"\n")
-        if extra:
-            parts.append(b"%s")
-        return b"".join(parts)
+
+_FORMATS = SampleFormats()
+
+
+def _exact(vals: list, conv: str):
+    """(vals, conv) with ints too large for float64 to hold exactly
+    preformatted as bytes (conv "s"). "u": known non-negative."""
+    if conv == "s" or not vals:
+        return vals, conv
+    if max(vals) >= EXACT_LIMIT or (conv == "d" and min(vals) <= -EXACT_LIMIT):
+        return [fmt_value(v).encode() for v in vals], "s"
+    return vals, conv
+
+
+class Blocks:
+    """A run's label blocks: a list of bytes, plus (built on first use and
+    kept as long as the list is, i.e. while the label cache holds it) the
+    same blocks packed into one buffer with uint32 offsets, which is what
+    the C formatter reads."""
+
+    __slots__ = ("blocks", "_packed")
+
+    def __init__(self, blocks: list):
+        self.blocks = blocks
+        self._packed = None
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        return self.blocks[i]
+
+    def packed(self, ffi):
+        """(data, offsets, data pointer, offsets pointer)."""
+        p = self._packed
+        if p is None:
+            data = b"".join(self.blocks)
+            offs = array("I", [0])
+            offs.extend(itertools.accumulate(map(len, self.blocks)))
+            p = self._packed = (data, offs, ffi.from_buffer("char[]", data),
+                                ffi.from_buffer("uint32_t[]", offs))
+        return p
+
+
+class Column:
+    """One unsigned field of every packed record (struct code "I" or "Q" at
+    byte *offset* of each *stride*-byte record in *buf*, host order): a
+    sequence of ints for the Python path, raw memory for the C formatter."""
+
+    __slots__ = ("buf", "offset", "stride", "code", "n", "_view")
+
+    def __init__(self, buf, offset: int, stride: int, code: str, n: int):
+        self.buf, self.offset, self.stride, self.code, self.n = buf, offset, stride, code, n
+        w = 8 if code == "Q" else 4
+        self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)[offset // w::stride // w]
+                      if n else [])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        v = self._view[i]
+        return v.tolist() if type(v) is memoryview else v
+
+
+def _native_formatter():
+    """(ffi, lib) of the compiled core, or None (the pure-Python path)."""
+    global _NATIVE
+    if _NATIVE is False:
+        try:
+            from ._ipvs_core import ffi, lib
+            _NATIVE = (ffi, lib) if hasattr(lib, "ipvs_format_samples") else None
+        except Exception:   # not built: every segment goes through bytes % tuple
+            _NATIVE = None
+    return _NATIVE
+
+
+_NATIVE = False
+
+
+def _native_segments(native, name: bytes, blocks: Blocks, values: Column, a: int, n: int):
+    """Segments of samples [a, n) made by the C formatter; stops (returning
+    the first index not written) at a segment it declines (a value that
+    needs float formatting)."""
+    ffi, lib = native
+    _, offs, bptr, optr = blocks.packed(ffi)
+    vptr = ffi.from_buffer("uint8_t[]", values.buf) + values.offset
+    stride, width = values.stride, 8 if values.code == "Q" else 4
+    per = len(name) + 1 + (20 if width == 8 else 10)
+    fmt = lib.ipvs_format_samples
+    step = SEGMENT_SAMPLES
+    while a < n:
+        b = min(a + step, n)
+        cap = per * (b - a) + offs[b] - offs[a]
+        out = bytearray(cap)
+        k = fmt(name, len(name), bptr, optr + a, vptr + a * stride, stride, width, b - a,
+                ffi.from_buffer(out), cap)
+        if k < 0:
+            return a
+        del out[k:]
+        yield out
+        a = b
+    return a
+
+
+def iter_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS):
+    """Text format 0.0.4 of ``[(spec, runs), ...]`` as an iterator of bytes
+    pieces (HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES
+    samples, each made by ONE ``bytes % tuple``).
+
+    A run is ``(blocks, values, conv)``: pre-encoded label blocks
+    (``b'{a="x"} '``), a parallel sequence of values (a list, or a 1-D
+    memoryview such as a strided column of packed records: sliced and
+    converted one segment at a time), and ``"d"`` (ints), ``"u"``
+    (non-negative ints) or ``"s"`` (preformatted bytes). A family is written
+    when it has runs (even empty ones). *families* and everything in it must
+    not change while the iterator is consumed; nothing else is touched, so
+    the iterator may run in any thread.
+    """
+    if isinstance(extra, str):
+        extra = extra.encode("utf-8")
+    if extra and not extra.endswith(b"\n"):
+        extra += b"\n"
+    wrote = False
+    step = SEGMENT_SAMPLES
+    for spec, runs in families:
+        if not runs:
+            continue
+        hdr = header(spec).encode("utf-8")
+        yield b"\n" + hdr if wrote else hdr
+        wrote = True
+        name = spec[0].encode()
+        for blocks, values, conv in runs:
+            n = len(blocks)
+            a0 = 0
+            if (type(blocks) is Blocks and type(values) is Column and conv != "s"
+                    and values.code in ("I", "Q") and n == len(values) and n):
+                native = _native_formatter()
+                if native is not None:
+                    a0 = yield from _native_segments(native, name, blocks, values, 0, n)
+            for a in range(a0, n, step):
+                b = min(a + step, n)
+                vals = values[a:b]
+                if type(vals) is not list:
+                    vals = vals.tolist() if type(vals) is memoryview else list(vals)
+                vals, c = _exact(vals, conv)
+                args = [None] * (2 * (b - a))
+                args[0::2] = blocks[a:b]
+                args[1::2] = vals
+                yield formats.get(name, c, b - a) % tuple(args)
+    if wrote:
+        yield b"\n"
+    if extra:
+        yield extra
+
+
+def render_exposition(families: list, extra=b"") -> bytes:
+    """:func:`iter_exposition` as one bytes."""
+    return b"".join(iter_exposition(families, extra))
 
 
 # ---------------------------------------------------------------------------

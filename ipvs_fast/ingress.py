@@ -33,14 +33,14 @@ import threading
 from typing import Optional
 
 from .exposition import CONTENT_TYPE
-from .exposition import FormatCache, as_results as _as_results
+from .exposition import as_results as _as_results
+from .exposition import Blocks, Column, iter_exposition, render_exposition
 from .exposition import escape_help, escape_label_value
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
 from .exposition import header as _header
 from .exposition import label_block
 from .exposition import results_from as _results_from
-from .exposition import values_of as _values
 from .policy import group_index, sum_groups
 from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
                       DEST_SIZE, DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF,
@@ -211,18 +211,16 @@ assert "address" < "destination_port" < min(
     "family", "fwmark", "namespace", "port", "protocol", "service_address")
 
 _LITTLE = sys.byteorder == "little"
-# struct ipvs_svc_rec / ipvs_dest_rec offsets in u32 / u64 units (see
+# struct ipvs_svc_rec / ipvs_dest_rec byte offsets and strides (see
 # records.py; tests check them against struct.unpack).
 _S_U32_STRIDE = SVC_SIZE // 4            # 44
-_S_U64_STRIDE = SVC_SIZE // 8            # 22
-_S_STATS_U64 = 88 // 8                   # stats[] at byte 88
-_S_NDESTS_U32 = 172 // 4
+_S_STATS = 88                            # stats[] (u64)
+_S_NDESTS = 172                          # ndests (u32)
 _S_IDENT_U32 = (0, 1, 2, 6, 7, 8, 9, 42, 43)   # af|proto, port|attrs, fwmark, addr, first, n
 _D_U32_STRIDE = DEST_SIZE // 4           # 36
-_D_U64_STRIDE = DEST_SIZE // 8           # 18
-_D_ACTIVE_U32 = 40 // 4
-_D_INACTIVE_U32 = 44 // 4
-_D_STATS_U64 = 64 // 8                   # stats[] at byte 64
+_D_ACTIVE = 40                           # active_conns (u32)
+_D_INACTIVE = 44                         # inact_conns (u32)
+_D_STATS = 64                            # stats[] (u64)
 _D_IDENT_U32 = (0, 1, 2, 3, 4, 5)        # svc_index, af|port, addr
 _DEST_KEY_OFF = 4                        # af(2) port(2) addr(16): a dest's identity
 _DEST_KEY_LEN = 20
@@ -260,15 +258,16 @@ def _views(buf, n: int, size: int):
 
 
 def svc_columns(services) -> dict:
-    """Value columns of the service array, keyed by SVC_FAMILIES tuple position."""
+    """Value columns of the service array, keyed by SVC_FAMILIES tuple
+    position: strided memoryviews over the records on little-endian hosts
+    (records are host order: :class:`~ipvs_fast.exposition.Column`), else lists."""
     n = len(services) // SVC_SIZE
     if n and _LITTLE:
-        u32, u64 = _views(services, n, SVC_SIZE)
         return {
-            S_STATS + _CONNS: u64[_S_STATS_U64 + _CONNS::_S_U64_STRIDE].tolist(),
-            S_STATS + _INBYTES: u64[_S_STATS_U64 + _INBYTES::_S_U64_STRIDE].tolist(),
-            S_STATS + _OUTBYTES: u64[_S_STATS_U64 + _OUTBYTES::_S_U64_STRIDE].tolist(),
-            S_NDESTS: u32[_S_NDESTS_U32::_S_U32_STRIDE].tolist(),
+            S_STATS + _CONNS: Column(services, _S_STATS + 8 * _CONNS, SVC_SIZE, "Q", n),
+            S_STATS + _INBYTES: Column(services, _S_STATS + 8 * _INBYTES, SVC_SIZE, "Q", n),
+            S_STATS + _OUTBYTES: Column(services, _S_STATS + 8 * _OUTBYTES, SVC_SIZE, "Q", n),
+            S_NDESTS: Column(services, _S_NDESTS, SVC_SIZE, "I", n),
         }
     rows = list(SVC_STRUCT.iter_unpack(services[:n * SVC_SIZE]))
     return {spec[3]: [r[spec[3]] for r in rows] for spec in SVC_FAMILIES}
@@ -277,18 +276,19 @@ def svc_columns(services) -> dict:
 def dest_columns(dests) -> dict:
     """Value columns of the dest array, keyed by DEST_FAMILIES tuple position.
 
-    On little-endian hosts (records are host order) these are strided
-    memoryview reads: no Python object per destination except the ints.
+    On little-endian hosts (records are host order) these are
+    :class:`~ipvs_fast.exposition.Column` views of the records: formatted
+    straight from the records by the C formatter, or turned into ints one
+    segment at a time, so no column of Python ints is ever held whole.
     """
     n = len(dests) // DEST_SIZE
     if n and _LITTLE:
-        u32, u64 = _views(dests, n, DEST_SIZE)
         return {
-            D_ACTIVE: u32[_D_ACTIVE_U32::_D_U32_STRIDE].tolist(),
-            D_INACTIVE: u32[_D_INACTIVE_U32::_D_U32_STRIDE].tolist(),
-            D_STATS + _CONNS: u64[_D_STATS_U64 + _CONNS::_D_U64_STRIDE].tolist(),
-            D_STATS + _INBYTES: u64[_D_STATS_U64 + _INBYTES::_D_U64_STRIDE].tolist(),
-            D_STATS + _OUTBYTES: u64[_D_STATS_U64 + _OUTBYTES::_D_U64_STRIDE].tolist(),
+            D_ACTIVE: Column(dests, _D_ACTIVE, DEST_SIZE, "I", n),
+            D_INACTIVE: Column(dests, _D_INACTIVE, DEST_SIZE, "I", n),
+            D_STATS + _CONNS: Column(dests, _D_STATS + 8 * _CONNS, DEST_SIZE, "Q", n),
+            D_STATS + _INBYTES: Column(dests, _D_STATS + 8 * _INBYTES, DEST_SIZE, "Q", n),
+            D_STATS + _OUTBYTES: Column(dests, _D_STATS + 8 * _OUTBYTES, DEST_SIZE, "Q", n),
         }
     rows = list(DEST_STRUCT.iter_unpack(dests[:n * DEST_SIZE]))
     return {spec[3]: [r[spec[3]] for r in rows] for spec in DEST_FAMILIES}
@@ -385,7 +385,6 @@ class Renderer:
     def __init__(self, metric_filter=None, destinations=None):
         self._lock = threading.Lock()
         self._ns: dict = {}        # namespace -> _NsState
-        self._format = FormatCache()
         self._filter = metric_filter
         self._destinations = destinations
         self._dest_on = destinations != "none" and (
@@ -402,12 +401,24 @@ class Renderer:
                extra="") -> bytes:
         """Text format 0.0.4 for *results*; *extra* (already formatted
         exposition text, str or bytes, e.g. process metrics) is appended."""
+        return render_exposition(self.families(results, build_info), extra)
+
+    def render_pieces(self, results: list, build_info: Optional[dict] = None,
+                      extra=""):
+        """:meth:`render` as an iterator of bytes pieces. The label cache is
+        updated now; the text is made as the iterator is consumed (in any
+        thread, without the renderer's lock), so a body is never held whole
+        unless its reader is slow."""
+        return iter_exposition(self.families(results, build_info), extra)
+
+    def families(self, results: list, build_info: Optional[dict] = None) -> list:
+        """``[(spec, runs), ...]`` for :func:`ipvs_fast.exposition.iter_exposition`."""
         results = _as_results(results)
         with self._lock:
-            return self._render(results, build_info, extra)
+            return self._families(results, build_info)
 
     # -- internals ---------------------------------------------------------
-    def _render(self, results, build_info, extra) -> bytes:
+    def _families(self, results, build_info) -> list:
         # runs per family: (blocks: list[bytes], values: list, conversion "d"|"s")
         fam_services_total: list = []
         fam_svc: list = [[] for _ in SVC_FAMILIES]
@@ -442,7 +453,7 @@ class Renderer:
 
             scols = svc_columns(sbuf)
             for runs, spec in zip(fam_svc, SVC_FAMILIES):
-                runs.append((st.svc_blocks, *_values(scols[spec[3]])))
+                runs.append((st.svc_blocks, scols[spec[3]], "u"))
             if not st.dest_blocks or not self._dest_on:
                 continue
             dcols = dest_columns(dbuf)
@@ -460,7 +471,7 @@ class Renderer:
                     col = [col[i] for i in idx]
                 if agg is not None:
                     col = sum_groups(agg[0], len(blocks), col)
-                runs.append((blocks, *_values(col)))
+                runs.append((blocks, col, "u"))
             del dcols
 
         self._ns = new_ns
@@ -471,7 +482,7 @@ class Renderer:
             families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
         if self._filter is not None:
             families = [f for f in families if self._filter(f[0][0])]
-        return self._format.render(families, extra)
+        return families
 
     @staticmethod
     def _rebuild(ns: str, old: Optional[_NsState], sbuf, dbuf, ndest: int,
@@ -508,6 +519,7 @@ class Renderer:
                 ranges.append((start, end))
                 kids += [e.kid] * (end - start)
                 tails += [e.tail] * (end - start)
+        st.svc_blocks = Blocks(svc_blocks)
         if not kids:
             return st
         if in_order and expect == ndest:
@@ -525,7 +537,7 @@ class Renderer:
         else:
             blocks = _dest_blocks(keys, tails)
         st.dests = dict(zip(ckeys, blocks))
-        st.dest_blocks = blocks
+        st.dest_blocks = Blocks(blocks)
         return st
 
 

@@ -12,7 +12,7 @@ Two implementations of the same sample set, held to each other by tests:
 :class:`IPVSCollector` (prometheus_client, the reference) and
 :class:`IPVSRenderer` (label blocks cached per namespace, values read as
 strided columns from the packed records, output through
-:class:`ipvs_fast.exposition.FormatCache`).
+:func:`ipvs_fast.exposition.iter_exposition`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import sys
 import threading
 from typing import Optional
 
-from .exposition import (FormatCache, as_results, escape_label_value, family,
-                         fmt_value, label_block, results_from, values_of)
+from .exposition import (as_results, escape_label_value, family, fmt_value,
+                         iter_exposition, label_block, render_exposition, results_from)
 from .policy import group_index, sum_groups
 from .records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
                       SVC_STRUCT, addr_str, cstr)
@@ -222,8 +222,14 @@ def collect_families(results, build_info: Optional[dict] = None) -> list:
 # ---------------------------------------------------------------------------
 # (b) renderer
 
+def _conv(code: str) -> str:
+    """The exposition conversion for a struct *code*: unsigned -> "u"."""
+    return "u" if code.isupper() else "d"
+
+
 def _columns(buf, n: int, size: int, specs) -> list:
-    """One list per spec (code, offset): the field of every record."""
+    """One column per spec (code, offset): the field of every record, as a
+    strided memoryview over the records (little-endian hosts) or a list."""
     if not n:
         return [[] for _ in specs]
     if _LITTLE:
@@ -235,7 +241,7 @@ def _columns(buf, n: int, size: int, specs) -> list:
             v = views.get(code)
             if v is None:
                 v = views[code] = mv.cast(code)
-            out.append(v[off // w::size // w].tolist())
+            out.append(v[off // w::size // w])
         return out
     return [[struct.unpack_from("<" + code, buf, i * size + off)[0] for i in range(n)]
             for code, off in specs]
@@ -267,7 +273,6 @@ class IPVSRenderer:
     def __init__(self, metric_filter=None, destinations=None):
         self._lock = threading.Lock()
         self._ns: dict = {}
-        self._format = FormatCache()
         self._filter = metric_filter
         self._destinations = destinations
         self._dest_on = destinations != "none" and (
@@ -280,11 +285,18 @@ class IPVSRenderer:
                     sum(len(s.dests) for s in self._ns.values()))
 
     def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
+        return render_exposition(self.families(results, build_info), extra)
+
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra=""):
+        """As :meth:`ipvs_fast.ingress.Renderer.render_pieces`."""
+        return iter_exposition(self.families(results, build_info), extra)
+
+    def families(self, results, build_info: Optional[dict] = None) -> list:
         results = as_results(results)
         with self._lock:
-            return self._render(results, build_info, extra)
+            return self._families(results, build_info)
 
-    def _render(self, results, build_info, extra) -> bytes:
+    def _families(self, results, build_info) -> list:
         from .ingress import BUILD_INFO, DURATION, UP
         runs = {spec[0]: [] for spec in FAMILIES + (UP, DURATION)}
         new_ns: dict = {}
@@ -299,7 +311,7 @@ class IPVSRenderer:
             nsvc, nd = len(sb) // SVC_SIZE, len(db) // DEST_SIZE
             if snap.totals is not None:
                 for spec in NS_TOTALS:
-                    runs[spec[0]].append(([nsb], *values_of([snap.totals[spec[3]]])))
+                    runs[spec[0]].append(([nsb], [snap.totals[spec[3]]], "d"))
             runs[SERVICES[0]].append(([nsb], [nsvc], "d"))
             runs[DESTINATIONS[0]].append(([nsb], [nd], "d"))
             if not nsvc:
@@ -311,7 +323,7 @@ class IPVSRenderer:
                 st.ident = ident
             new_ns[r.namespace] = st
             for spec, col in zip(SVC_FAMILIES, _columns(sb, nsvc, SVC_SIZE, _SVC_SPECS)):
-                runs[spec[0]].append((st.svc_blocks, *values_of(col)))
+                runs[spec[0]].append((st.svc_blocks, col, _conv(spec[3][0])))
             runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
             if not st.dest_blocks or not self._dest_on:
                 continue
@@ -327,7 +339,7 @@ class IPVSRenderer:
                     col = [col[i] for i in idx]
                 if agg is not None:
                     col = sum_groups(agg[0], len(blocks), col)
-                runs[spec[0]].append((blocks, *values_of(col)))
+                runs[spec[0]].append((blocks, col, _conv(spec[3][0])))
             if agg is None:
                 runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
         self._ns = new_ns
@@ -336,7 +348,7 @@ class IPVSRenderer:
             families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
         if self._filter is not None:
             families = [f for f in families if self._filter(f[0][0])]
-        return self._format.render(families, extra)
+        return families
 
     @staticmethod
     def _identity(sb, nsvc, db, nd) -> bytes:

@@ -43,16 +43,27 @@ def zlib_gzip(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def zlib_gzip_stream():
+    """A streaming gzip compressor at zlib level 1 (compress/flush)."""
+    return zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+
 try:  # ISA-L: several times faster than zlib at level 1
     from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
 
     def gzip_compress(data: bytes) -> bytes:
         """A gzip stream (RFC 1952) at ISA-L level 1."""
         return _igzip.compress(data, compresslevel=1, mtime=0)
 
+    def gzip_stream():
+        """A streaming gzip compressor at ISA-L level 1 (compress/flush)."""
+        return _isal_zlib.compressobj(1, _isal_zlib.DEFLATED, 16 + 15)
+
     GZIP_IMPL = "isal"
 except Exception:  # pragma: no cover - depends on the environment
     gzip_compress = zlib_gzip
+    gzip_stream = zlib_gzip_stream
     GZIP_IMPL = "zlib"
 
 
@@ -166,15 +177,130 @@ def accepts_gzip(header: Optional[str]) -> bool:
     return bool(star_q and star_q > 0)
 
 
+# Pieces are handed to the HTTP writers in batches of about this many bytes
+# (one thread-pool job renders, and compresses, one batch).
+BATCH_BYTES = 1 << 20
+
+
+class Reader:
+    """One response reading a Payload: which encoding, how far it got."""
+    __slots__ = ("gzip", "pos")
+
+    def __init__(self, gzip: bool):
+        self.gzip = gzip
+        self.pos = 0
+
+
 class Payload:
-    """One collection's output. Its gzip form is computed once, on demand,
-    in the pool (``gz`` is that future; only touched on the event loop)."""
+    """One collection's output, shared by every request that joined it
+    while it was in flight, and sent piece by piece.
 
-    __slots__ = ("body", "gz")
+    The collection (in the pool) sets ``pieces``, an iterator of bytes
+    pieces made lazily (:meth:`ipvs_fast.ingress.Renderer.render_pieces`).
+    Readers pull batches of about BATCH_BYTES: a batch is made (and, when
+    some reader wants gzip, compressed with one compressor for them all) in
+    the pool when the fastest reader needs it, at most one batch ahead, and
+    dropped once every reader of its encoding has written it. So a body is
+    never held whole unless a reader is slow, and it is rendered and
+    compressed once however many requests share it. The reader set is fixed
+    when the collection finishes (the server never joins a finished one);
+    readers may leave early. All methods run on the event loop; only
+    ``_make_batch`` runs in the pool.
+    """
 
-    def __init__(self, body: bytes):
-        self.body = body
-        self.gz: Optional[asyncio.Future] = None
+    def __init__(self, pool):
+        self._pool = pool
+        self.pieces = None                  # set by the collection
+        self.readers: list = []
+        self.batches: list = []             # [identity pieces | None, gzip bytes | None]
+        self.done = False
+        self.error: Optional[BaseException] = None
+        self._making: Optional[asyncio.Future] = None
+        self._gz = None
+        self._freed = [0, 0]                # batches below these have no identity / gzip part
+
+    def join(self, gzip: bool) -> Reader:
+        r = Reader(gzip)
+        self.readers.append(r)
+        return r
+
+    def leave(self, reader: Reader) -> None:
+        if reader in self.readers:
+            self.readers.remove(reader)
+            self._release()
+
+    async def batch(self, reader: Reader):
+        """The reader's next batch (a list of bytes-like pieces), or None at
+        the end; raises what rendering raised."""
+        i = reader.pos
+        while i >= len(self.batches):
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return None
+            if self._making is None:
+                self._make()
+            await asyncio.shield(self._making)
+        b = self.batches[i]
+        part = b[1] if reader.gzip else b[0]
+        if i == len(self.batches) - 1 and not self.done and self._making is None:
+            self._make()                    # render the next batch while this one is sent
+        return [part] if reader.gzip else part
+
+    def advance(self, reader: Reader) -> None:
+        """The reader has written its current batch."""
+        reader.pos += 1
+        self._release()
+
+    def _release(self) -> None:
+        for k, want in ((0, False), (1, True)):
+            pos = [r.pos for r in self.readers if r.gzip == want]
+            upto = min(pos) if pos else len(self.batches)
+            for j in range(self._freed[k], upto):
+                self.batches[j][k] = None
+            self._freed[k] = max(self._freed[k], upto)
+
+    def _make(self) -> None:
+        want_id = any(not r.gzip for r in self.readers)
+        want_gz = any(r.gzip for r in self.readers)
+        if want_gz and self._gz is None:
+            self._gz = gzip_stream()
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._make_batch, want_id, self._gz if want_gz else None)
+        self._making = fut
+        fut.add_done_callback(self._made)
+
+    def _make_batch(self, want_id: bool, gz):
+        pieces, size, end = [], 0, True
+        for p in self.pieces:
+            if p:
+                pieces.append(p)
+                size += len(p)
+                if size >= BATCH_BYTES:
+                    end = False
+                    break
+        z = None
+        if gz is not None:
+            parts = [gz.compress(p) for p in pieces]
+            if end:
+                parts.append(gz.flush())
+            z = b"".join(parts)
+        return (pieces if want_id else None), z, end
+
+    def _made(self, fut: asyncio.Future) -> None:
+        self._making = None
+        if fut.cancelled():
+            self.error = asyncio.CancelledError()
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.error = exc
+            return
+        ident, z, end = fut.result()
+        # a batch no reader of an encoding needs any more is not kept
+        self.batches.append([ident, z])
+        self.done = end
+        self._release()
 
 
 class Exporter:
@@ -220,6 +346,12 @@ class Exporter:
     def collect(self, deadline: Optional[float] = None) -> bytes:
         """The exposition for one scrape; *deadline*: seconds the namespaces
         may take (a TargetSet only; plain target lists wait for every one)."""
+        return b"".join(self.collect_pieces(deadline))
+
+    def collect_pieces(self, deadline: Optional[float] = None):
+        """:meth:`collect` as an iterator of bytes pieces: the collection
+        happens now, the text is made as the iterator is consumed (when the
+        renderer has ``render_pieces``)."""
         with self._lock:
             if self.target_set is not None:
                 results = self.target_set.collect(deadline)
@@ -232,7 +364,10 @@ class Exporter:
                 extra = generate_latest(self._extra).decode("utf-8")
                 if self.metric_filter is not None:
                     extra = filter_exposition(extra, self.metric_filter)
-            return self.renderer.render(results, self.build_info, extra)
+            render_pieces = getattr(self.renderer, "render_pieces", None)
+            if render_pieces is not None:
+                return render_pieces(results, self.build_info, extra)
+            return iter((self.renderer.render(results, self.build_info, extra),))
 
     def close(self) -> None:
         if self.target_set is not None:
@@ -278,8 +413,9 @@ LANDING = """<!DOCTYPE html>
 
 
 class MetricsServer:
-    """The HTTP server. *collect* is a thread-safe ``() -> bytes``, or, when
-    *scrape_timeout* is set, ``(deadline_seconds) -> bytes``.
+    """The HTTP server. *collect* is a thread-safe ``() -> body``, or, when
+    *scrape_timeout* is set, ``(deadline_seconds) -> body``; a body is bytes
+    or an iterator of bytes pieces (made as the response is written).
 
     Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
     sends with every scrape) or, when absent or not a positive number,
@@ -289,9 +425,15 @@ class MetricsServer:
     request arriving while it runs, and it runs under the deadline of the
     request that started it (the first); later requests do not shorten or
     extend it.
+
+    Responses are streamed (chunked on HTTP/1.1): see :class:`Payload`.
+    *request_timeout* bounds a whole response, transfer included; a
+    response cut short after its headers went out is aborted (the
+    connection is reset), never ended as if complete. ``HEAD`` answers with
+    the headers alone and collects nothing.
     """
 
-    def __init__(self, collect: Callable[..., bytes], telemetry_path: str = "/metrics", *,
+    def __init__(self, collect: Callable[..., object], telemetry_path: str = "/metrics", *,
                  keepalive_timeout: float = 15.0, request_timeout: float = 60.0,
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
@@ -314,7 +456,7 @@ class MetricsServer:
                                    handler_cancellation=True)
         self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
                                         thread_name_prefix="ipvs-collect")
-        self._inflight: Optional[asyncio.Future] = None
+        self._inflight: Optional[tuple] = None     # (collection future, Payload)
         self._landing = LANDING.format(version=html.escape(version),
                                        path=html.escape(telemetry_path, quote=True)).encode()
         self._runner: Optional[web.ServerRunner] = None
@@ -339,48 +481,74 @@ class MetricsServer:
                 t = v
         return max(t - self.scrape_timeout_margin, t / 2)
 
-    async def _payload(self, deadline: Optional[float] = None) -> Payload:
-        fut = self._inflight
-        if fut is None or fut.done():
+    def _join(self, deadline: Optional[float], gzip: bool):
+        """(collection future, payload, reader): the collection in flight,
+        or a new one. Synchronous, so the reader is registered before the
+        collection can finish."""
+        if self._inflight is None or self._inflight[0].done():
             loop = asyncio.get_running_loop()
             self.collections += 1
             self.last_deadline = deadline
-            fut = loop.run_in_executor(self._pool, self._collect_payload, deadline)
-            self._inflight = fut
+            payload = Payload(self._pool)
+            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline)
+            self._inflight = (fut, payload)
 
             def _clear(f, self=self):
-                if self._inflight is f:
+                if self._inflight is not None and self._inflight[0] is f:
                     self._inflight = None
             fut.add_done_callback(_clear)
-        # shield: a disconnecting client must not cancel the shared collection
-        return await asyncio.shield(fut)
+        fut, payload = self._inflight
+        return fut, payload, payload.join(gzip)
 
-    def _collect_payload(self, deadline: Optional[float] = None) -> Payload:
-        if deadline is None:
-            return Payload(self._collect_fn())
-        return Payload(self._collect_fn(deadline))
+    def _collect_payload(self, payload: Payload, deadline: Optional[float] = None) -> None:
+        body = self._collect_fn() if deadline is None else self._collect_fn(deadline)
+        payload.pieces = iter((body,)) if isinstance(body, (bytes, bytearray)) else iter(body)
 
-    async def _metrics_response(self, request: web.BaseRequest) -> web.StreamResponse:
-        payload = await self._payload(self.deadline_for(request.headers))
+    async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
         headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding",
                    "Cache-Control": "no-store"}
-        if accepts_gzip(request.headers.get("Accept-Encoding")):
-            if payload.gz is None:      # concurrent gzip scrapes share one compression
-                payload.gz = asyncio.get_running_loop().run_in_executor(
-                    self._pool, gzip_compress, payload.body)
-            body = await asyncio.shield(payload.gz)
-            headers["Content-Encoding"] = "gzip"
-        else:
-            body = payload.body
-        return web.Response(body=body, headers=headers)
+        if request.method == "HEAD":
+            return web.Response(headers=headers)
+        gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
+        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip)
+        try:
+            # shield: a disconnecting client must not cancel the shared collection
+            await asyncio.shield(fut)
+            batch = await payload.batch(reader)     # errors so far still make a 500
+            if gzip:
+                headers["Content-Encoding"] = "gzip"
+            resp = web.StreamResponse(headers=headers)
+            await resp.prepare(request)
+            state["resp"] = resp
+            while batch is not None:
+                for piece in batch:
+                    await resp.write(piece)
+                payload.advance(reader)
+                batch = await payload.batch(reader)
+            await resp.write_eof()
+            return resp
+        finally:
+            payload.leave(reader)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        state: dict = {}
         try:
-            return await asyncio.wait_for(self._metrics_response(request), self.request_timeout)
-        except asyncio.TimeoutError:
-            log.warning("scrape timed out after %.1fs", self.request_timeout)
-            return web.Response(status=503, text="collection timed out\n")
-        except Exception:
+            return await asyncio.wait_for(self._metrics_response(request, state),
+                                          self.request_timeout)
+        except Exception as e:
+            if "resp" in state:
+                # The status line is out: reset the connection, without the
+                # last chunk, so that the client sees a broken body, not a
+                # short one that parses. (aiohttp's closing write_eof then
+                # fails quietly on the closed transport.)
+                log.warning("scrape aborted mid-body: %r", e)
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return state["resp"]
+            if isinstance(e, asyncio.TimeoutError):
+                log.warning("scrape timed out after %.1fs", self.request_timeout)
+                return web.Response(status=503, text="collection timed out\n")
             log.exception("collection failed")
             return web.Response(status=500, text="collection failed\n")
 

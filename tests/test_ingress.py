@@ -327,11 +327,11 @@ def test_column_offsets_match_struct():
     rows = list(DEST_STRUCT.iter_unpack(snap.dests))
     cols = ingress.dest_columns(snap.dests)
     for spec in ingress.DEST_FAMILIES:
-        assert cols[spec[3]] == [r[spec[3]] for r in rows], spec[0]
+        assert list(cols[spec[3]]) == [r[spec[3]] for r in rows], spec[0]
     srows = list(SVC_STRUCT.iter_unpack(snap.services))
     scols = ingress.svc_columns(snap.services)
     for spec in ingress.SVC_FAMILIES:
-        assert scols[spec[3]] == [r[spec[3]] for r in srows], spec[0]
+        assert list(scols[spec[3]]) == [r[spec[3]] for r in srows], spec[0]
     assert struct.calcsize("<IHH") == ingress._DEST_KEY_OFF + 4
 
 

@@ -1,0 +1,101 @@
+"""The piecewise text exposition (ipvs_fast.exposition.iter_exposition) and
+the C formatter behind it, against a line-by-line reference."""
+import random
+import struct
+
+import pytest
+
+from ipvs_fast import exposition
+from ipvs_fast.exposition import (EXACT_LIMIT, SEGMENT_SAMPLES, Blocks, Column, fmt_value,
+                                  iter_exposition, render_exposition)
+
+SPEC = ("test_family_total", "counter", "A test family")
+REC = struct.Struct("<I4xQ")          # a 16-byte record: u32 at 0, u64 at 8
+
+
+def records(u32s, u64s) -> bytes:
+    return b"".join(REC.pack(a, b) for a, b in zip(u32s, u64s))
+
+
+def reference(spec, blocks, values, extra=b"") -> bytes:
+    """The exposition written out one line at a time."""
+    lines = ["# HELP %s %s" % (spec[0], spec[2]), "# TYPE %s %s" % (spec[0], spec[1])]
+    lines += ["%s%s%s" % (spec[0], b.decode(), fmt_value(v)) for b, v in zip(blocks, values)]
+    return ("\n".join(lines) + "\n").encode() + extra
+
+
+def sample_blocks(n):
+    return [('{address="10.0.%d.%d",port="%d"} ' % (i >> 8 & 255, i & 255, i % 7)).encode()
+            for i in range(n)]
+
+
+@pytest.fixture(params=["native", "python"])
+def formatter(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(exposition, "_NATIVE", None)
+    elif exposition._native_formatter() is None:
+        pytest.fail("the C extension is not built (pip install -e .)")
+    return request.param
+
+
+@pytest.mark.parametrize("n", [1, SEGMENT_SAMPLES - 1, SEGMENT_SAMPLES, 2 * SEGMENT_SAMPLES + 17])
+def test_segments_match_reference(formatter, n):
+    rnd = random.Random(n)
+    u32s = [rnd.randrange(2 ** 32) for _ in range(n)]
+    u64s = [rnd.randrange(2 ** 52) for _ in range(n)]
+    buf = records(u32s, u64s)
+    blocks = sample_blocks(n)
+    for col, vals in ((Column(buf, 0, REC.size, "I", n), u32s),
+                      (Column(buf, 8, REC.size, "Q", n), u64s)):
+        pieces = list(iter_exposition([(SPEC, [(Blocks(blocks), col, "u")])], b"x 1\n"))
+        assert b"".join(pieces) == reference(SPEC, blocks, vals, b"x 1\n")
+        # header, ceil(n / SEGMENT_SAMPLES) segments, final newline, extra
+        assert len(pieces) == 1 + -(-n // SEGMENT_SAMPLES) + 2
+
+
+def test_values_beyond_float_precision_mid_run(formatter):
+    """A segment holding a value >= 2**53 is printed the way prometheus_client
+    prints it (the C formatter declines it; later segments go on in Python)."""
+    n = 3 * SEGMENT_SAMPLES
+    u64s = list(range(n))
+    u64s[SEGMENT_SAMPLES + 5] = EXACT_LIMIT + 1
+    u64s[-1] = 2 ** 64 - 1
+    buf = records([0] * n, u64s)
+    blocks = sample_blocks(n)
+    out = render_exposition([(SPEC, [(Blocks(blocks), Column(buf, 8, REC.size, "Q", n), "u")])])
+    assert out == reference(SPEC, blocks, u64s)
+    assert b'} 9.007199254740992e+15\n' in out and out.endswith(b'} 1.8446744073709552e+19\n')
+
+
+def test_plain_lists_and_several_runs(formatter):
+    blocks = sample_blocks(5)
+    fams = [(SPEC, [(blocks[:2], [1, -2 ** 60], "d"), (Blocks(blocks[2:]), [3, 4, 5], "u")]),
+            (("empty_family", "gauge", "no runs"), []),
+            (("g", "gauge", "h"), [([b"{} "], [b"1.5"], "s")])]
+    out = render_exposition(fams)
+    assert out == (reference(SPEC, blocks, [1, -2 ** 60, 3, 4, 5])
+                   + b"# HELP g h\n# TYPE g gauge\ng{} 1.5\n")
+    assert render_exposition([]) == b""
+    assert render_exposition([], "p 1") == b"p 1\n"
+
+
+def test_c_formatter_refuses_bad_input():
+    native = exposition._native_formatter()
+    if native is None:
+        pytest.fail("the C extension is not built (pip install -e .)")
+    ffi, lib = native
+    data, offs = b'{a="1"} {a="2"} ', ffi.new("uint32_t[]", [0, 8, 16])
+    vals = ffi.from_buffer("uint8_t[]", struct.pack("<QQ", 7, 12345))
+    out = bytearray(64)
+
+    def fmt(width=8, cap=64, v=vals, o=offs):
+        return lib.ipvs_format_samples(b"m", 1, data, o, v, 8, width, 2, ffi.from_buffer(out), cap)
+    n = fmt()
+    assert bytes(out[:n]) == b'\nm{a="1"} 7\nm{a="2"} 12345'
+    assert fmt(cap=n) == n and fmt(cap=n - 1) == -1          # exact fit / one byte short
+    assert fmt(width=2) == -1
+    assert fmt(o=ffi.new("uint32_t[]", [8, 0, 16])) == -1   # offsets go backwards
+    big = ffi.from_buffer("uint8_t[]", struct.pack("<QQ", 7, 2 ** 53))
+    assert fmt(v=big) == -2
+    n = fmt(width=4)                                         # low halves of the u64s
+    assert bytes(out[:n]) == b'\nm{a="1"} 7\nm{a="2"} 12345'

@@ -1,0 +1,166 @@
+"""Streamed responses: a body made piece by piece, shared by concurrent
+requests, released as it is sent, and never ended as if complete when it
+was cut short."""
+import asyncio
+import gzip
+import http.client
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ipvs_fast import server as srv
+from ipvs_fast.server import Payload
+
+from .test_server import ServerThread
+
+PIECE = b"x" * 100_000 + b"\n"
+
+
+class Pieces:
+    """A collect() whose body is N pieces made lazily; counts what was made."""
+
+    def __init__(self, n, fail_at=None, sleep_at=None, sleep=0.0):
+        self.n, self.fail_at, self.sleep_at, self.sleep = n, fail_at, sleep_at, sleep
+        self.made = 0
+        self.collections = 0
+
+    def __call__(self):
+        self.collections += 1
+        return self._gen()
+
+    def _gen(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise RuntimeError("render failed")
+            if i == self.sleep_at:
+                time.sleep(self.sleep)
+            self.made += 1
+            yield b"%06d" % i + PIECE
+
+    def body(self):
+        return b"".join(b"%06d" % i + PIECE for i in range(self.n))
+
+
+def test_streamed_body_is_whole_and_made_once_for_concurrent_readers():
+    pieces = Pieces(60)                         # ~6 MB: several batches
+    gate = threading.Event()
+
+    def collect():
+        gate.wait(5)
+        return pieces()
+    with ServerThread(collect) as s:
+        out = []
+        ts = [threading.Thread(target=lambda i=i: out.append(s.request(
+            headers={"Accept-Encoding": "gzip"} if i % 2 else {}))) for i in range(6)]
+        for t in ts:
+            t.start()
+        time.sleep(0.5)
+        gate.set()
+        for t in ts:
+            t.join(20)
+        assert len(out) == 6
+        for status, headers, body in out:
+            assert status == 200
+            if headers.get("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            assert body == pieces.body()
+        assert pieces.collections == 1 and pieces.made == 60
+
+
+def test_http10_client_reads_to_close():
+    pieces = Pieces(25)
+    with ServerThread(pieces) as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                k = c.recv(1 << 20)
+                if not k:
+                    break
+                data += k
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+        assert b"chunked" not in head.lower()
+        assert body == pieces.body()
+
+
+def test_render_error_before_the_body_is_a_500():
+    with ServerThread(Pieces(5, fail_at=0)) as s:
+        status, _, body = s.request()
+        assert status == 500 and body == b"collection failed\n"
+
+
+@pytest.mark.parametrize("kind", ["render error", "request timeout"])
+def test_body_cut_short_is_never_ended_as_complete(kind):
+    if kind == "render error":
+        pieces, kw = Pieces(40, fail_at=30), {}
+    else:
+        pieces, kw = Pieces(40, sleep_at=30, sleep=3.0), {"request_timeout": 1.0}
+    with ServerThread(pieces, **kw) as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        assert r.status == 200                  # the headers went out before the failure
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        c.close()
+        # the server goes on serving
+        if kind == "request timeout":
+            pieces.sleep_at = None
+        else:
+            pieces.fail_at = None
+        status, _, body = s.request()
+        assert status == 200 and body == pieces.body()
+
+
+def test_slow_reader_holds_the_body_fast_reader_does_not():
+    """Batches are dropped once every reader of their encoding wrote them."""
+    async def main():
+        pool = ThreadPoolExecutor(2)
+        p = Payload(pool)
+        p.pieces = iter([PIECE] * 40)                 # 4 MB: 4 batches
+        fast, slow, gz = p.join(False), p.join(False), p.join(True)
+        got = []
+        while True:
+            b = await p.batch(fast)
+            if b is None:
+                break
+            got.append(b"".join(b))
+            p.advance(fast)
+        assert b"".join(got) == PIECE * 40
+        held = [b[0] is not None for b in p.batches]
+        assert all(held)                              # the slow reader has not read any
+        assert await p.batch(slow) and await p.batch(gz)
+        p.advance(slow)
+        assert p.batches[0][0] is None and p.batches[1][0] is not None
+        assert p.batches[0][1] is not None            # gzip part: its reader is at 0
+        p.leave(slow)
+        assert all(b[0] is None for b in p.batches)   # no identity reader left
+        p.leave(gz)
+        assert all(b[1] is None for b in p.batches)
+        pool.shutdown()
+    asyncio.run(main())
+
+
+def test_pieces_are_made_as_the_reader_goes_not_all_at_once():
+    async def main():
+        pool = ThreadPoolExecutor(2)
+        made = []
+
+        def gen():
+            for i in range(100):
+                made.append(i)
+                yield PIECE
+        p = Payload(pool)
+        p.pieces = gen()
+        r = p.join(False)
+        await p.batch(r)
+        await asyncio.sleep(0.2)
+        # the first batch and at most one more (made while the first is sent)
+        assert len(made) <= 2 * (srv.BATCH_BYTES // len(PIECE) + 1) < 100
+        p.leave(r)
+        pool.shutdown()
+    asyncio.run(main())
