@@ -101,6 +101,8 @@ long ipvs_format_samples(const char *name, size_t name_len,
                          const char *blocks, const uint32_t *off,
                          const uint8_t *values, size_t stride, int width,
                          size_t n, char *out, size_t cap);
+long ipvs_format_length(size_t name_len, const uint32_t *off,
+                        const uint8_t *values, size_t stride, int width, size_t n);
 """
 
 ffibuilder = cffi.FFI()

@@ -27,4 +27,12 @@ long ipvs_format_samples(const char *name, size_t name_len,
                          const uint8_t *values, size_t stride, int width,
                          size_t n, char *out, size_t cap);
 
+/*
+ * The number of bytes ipvs_format_samples would write for the same samples
+ * (so that a body's length is known before it is written); -1 for a bad
+ * width or a decreasing offset, -2 as above.
+ */
+long ipvs_format_length(size_t name_len, const uint32_t *off,
+                        const uint8_t *values, size_t stride, int width, size_t n);
+
 #endif

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from array import array
 from typing import Optional
 
@@ -169,15 +170,16 @@ class Blocks:
 
 
 class Column:
-    """One unsigned field of every packed record (struct code "I" or "Q" at
-    byte *offset* of each *stride*-byte record in *buf*, host order): a
-    sequence of ints for the Python path, raw memory for the C formatter."""
+    """One integer field of every packed record (native struct *code* at
+    byte *offset* of each *stride*-byte record in *buf*, host order,
+    aligned): a sequence of ints for the Python path, raw memory for the C
+    formatter (codes "I" and "Q")."""
 
     __slots__ = ("buf", "offset", "stride", "code", "n", "_view")
 
     def __init__(self, buf, offset: int, stride: int, code: str, n: int):
         self.buf, self.offset, self.stride, self.code, self.n = buf, offset, stride, code, n
-        w = 8 if code == "Q" else 4
+        w = struct.calcsize(code)
         self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)[offset // w::stride // w]
                       if n else [])
 
@@ -204,85 +206,130 @@ def _native_formatter():
 _NATIVE = False
 
 
-def _native_segments(native, name: bytes, blocks: Blocks, values: Column, a: int, n: int):
-    """Segments of samples [a, n) made by the C formatter; stops (returning
-    the first index not written) at a segment it declines (a value that
-    needs float formatting)."""
+def _c_segment(native, name: bytes, bptr, optr, vptr, stride: int, width: int,
+               a: int, b: int, length: int) -> bytearray:
     ffi, lib = native
-    _, offs, bptr, optr = blocks.packed(ffi)
-    vptr = ffi.from_buffer("uint8_t[]", values.buf) + values.offset
-    stride, width = values.stride, 8 if values.code == "Q" else 4
-    per = len(name) + 1 + (20 if width == 8 else 10)
-    fmt = lib.ipvs_format_samples
-    step = SEGMENT_SAMPLES
-    while a < n:
-        b = min(a + step, n)
-        cap = per * (b - a) + offs[b] - offs[a]
-        out = bytearray(cap)
-        k = fmt(name, len(name), bptr, optr + a, vptr + a * stride, stride, width, b - a,
-                ffi.from_buffer(out), cap)
-        if k < 0:
-            return a
-        del out[k:]
-        yield out
-        a = b
-    return a
+    out = bytearray(length)
+    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vptr + a * stride, stride,
+                                width, b - a, ffi.from_buffer(out), length)
+    if k != length:    # the inputs are immutable: only a bug gets here
+        raise RuntimeError("segment of %r: %d bytes planned, %d written" % (name, length, k))
+    return out
 
 
-def iter_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS):
-    """Text format 0.0.4 of ``[(spec, runs), ...]`` as an iterator of bytes
-    pieces (HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES
-    samples, each made by ONE ``bytes % tuple``).
+def _segment_values(values, conv: str, a: int, b: int):
+    vals = values[a:b]
+    if type(vals) is not list:
+        vals = vals.tolist() if type(vals) is memoryview else list(vals)
+    return _exact(vals, conv)
 
-    A run is ``(blocks, values, conv)``: pre-encoded label blocks
-    (``b'{a="x"} '``), a parallel sequence of values (a list, or a 1-D
-    memoryview such as a strided column of packed records: sliced and
-    converted one segment at a time), and ``"d"`` (ints), ``"u"``
+
+def _py_segment(formats, name: bytes, blocks, values, conv: str, a: int, b: int) -> bytes:
+    vals, c = _segment_values(values, conv, a, b)
+    args = [None] * (2 * (b - a))
+    args[0::2] = blocks[a:b]
+    args[1::2] = vals
+    return formats.get(name, c, b - a) % tuple(args)
+
+
+class Body:
+    """An exposition planned before it is written: its exact length is
+    known up front (so it can be sent with a Content-Length), its sample
+    segments are rendered as it is iterated. Iterating touches nothing
+    shared, so it may run in any thread, and more than once."""
+
+    __slots__ = ("parts", "length")
+
+    def __init__(self, parts: list, length: int):
+        self.parts = parts
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        for p in self.parts:
+            yield p if type(p) is bytes else p[0](*p[1:])
+
+
+def plan_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS) -> Body:
+    """Text format 0.0.4 of ``[(spec, runs), ...]`` as a :class:`Body`:
+    HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES samples.
+
+    A run is ``(blocks, values, conv)``: label blocks (``b'{a="x"} '``; a
+    list or :class:`Blocks`), the parallel values (a list, a 1-D
+    memoryview or a :class:`Column`) and ``"d"`` (ints), ``"u"``
     (non-negative ints) or ``"s"`` (preformatted bytes). A family is written
-    when it has runs (even empty ones). *families* and everything in it must
-    not change while the iterator is consumed; nothing else is touched, so
-    the iterator may run in any thread.
+    when it has runs (even empty ones). A segment of a Blocks + "I"/"Q"
+    Column run is measured and written by the C formatter (unless it holds
+    a value that needs float formatting); any other segment by ONE
+    ``bytes % tuple`` over a cached format, measured beforehand. *families*
+    and everything in it must not change while the Body is in use.
     """
     if isinstance(extra, str):
         extra = extra.encode("utf-8")
     if extra and not extra.endswith(b"\n"):
         extra += b"\n"
-    wrote = False
+    parts: list = []
+    total = 0
     step = SEGMENT_SAMPLES
+    native = _native_formatter()
     for spec, runs in families:
         if not runs:
             continue
         hdr = header(spec).encode("utf-8")
-        yield b"\n" + hdr if wrote else hdr
-        wrote = True
+        if parts:
+            hdr = b"\n" + hdr
+        parts.append(hdr)
+        total += len(hdr)
         name = spec[0].encode()
+        per = 1 + len(name)
         for blocks, values, conv in runs:
             n = len(blocks)
-            a0 = 0
-            if (type(blocks) is Blocks and type(values) is Column and conv != "s"
-                    and values.code in ("I", "Q") and n == len(values) and n):
-                native = _native_formatter()
-                if native is not None:
-                    a0 = yield from _native_segments(native, name, blocks, values, 0, n)
-            for a in range(a0, n, step):
+            c_run = (native is not None and n and type(blocks) is Blocks
+                     and type(values) is Column and conv != "s"
+                     and values.code in ("I", "Q") and n == len(values))
+            if c_run:
+                ffi, lib = native
+                _, offs, bptr, optr = blocks.packed(ffi)
+                vptr = ffi.from_buffer("uint8_t[]", values.buf) + values.offset
+                stride, width = values.stride, 8 if values.code == "Q" else 4
+            for a in range(0, n, step):
                 b = min(a + step, n)
-                vals = values[a:b]
-                if type(vals) is not list:
-                    vals = vals.tolist() if type(vals) is memoryview else list(vals)
-                vals, c = _exact(vals, conv)
-                args = [None] * (2 * (b - a))
-                args[0::2] = blocks[a:b]
-                args[1::2] = vals
-                yield formats.get(name, c, b - a) % tuple(args)
-    if wrote:
-        yield b"\n"
+                if c_run:
+                    k = lib.ipvs_format_length(len(name), optr + a, vptr + a * stride, stride,
+                                               width, b - a)
+                    if k >= 0:
+                        parts.append((_c_segment, native, name, bptr, optr, vptr, stride,
+                                      width, a, b, k))
+                        total += k
+                        continue
+                vals, c = _segment_values(values, conv, a, b)
+                total += (per * (b - a) + sum(map(len, blocks[a:b]))
+                          + (sum(map(len, vals)) if c == "s"
+                             else sum(map(len, map(str, map(int, vals))))))
+                parts.append((_py_segment, formats, name, blocks, values, conv, a, b))
+    if parts:
+        parts.append(b"\n")
+        total += 1
     if extra:
-        yield extra
+        parts.append(extra)
+        total += len(extra)
+    return Body(parts, total)
+
+
+def iter_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS):
+    """The pieces of :func:`plan_exposition` (an iterator)."""
+    return iter(plan_exposition(families, extra, formats))
 
 
 def render_exposition(families: list, extra=b"") -> bytes:
-    """:func:`iter_exposition` as one bytes."""
-    return b"".join(iter_exposition(families, extra))
+    """:func:`plan_exposition` as one bytes."""
+    body = plan_exposition(families, extra)
+    out = b"".join(body)
+    if len(out) != body.length:    # the plan is the Content-Length: keep it honest
+        raise RuntimeError("exposition of %d bytes, %d planned" % (len(out), body.length))
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Optional
 
 from .exposition import CONTENT_TYPE
 from .exposition import as_results as _as_results
-from .exposition import Blocks, Column, iter_exposition, render_exposition
+from .exposition import Blocks, Column, plan_exposition, render_exposition
 from .exposition import escape_help, escape_label_value
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
@@ -405,14 +405,14 @@ class Renderer:
 
     def render_pieces(self, results: list, build_info: Optional[dict] = None,
                       extra=""):
-        """:meth:`render` as an iterator of bytes pieces. The label cache is
-        updated now; the text is made as the iterator is consumed (in any
-        thread, without the renderer's lock), so a body is never held whole
-        unless its reader is slow."""
-        return iter_exposition(self.families(results, build_info), extra)
+        """:meth:`render` as a :class:`~ipvs_fast.exposition.Body`: its
+        length is known now (the label cache is updated now too); its text
+        is made as it is iterated (in any thread, without the renderer's
+        lock), so a body is never held whole unless its reader is slow."""
+        return plan_exposition(self.families(results, build_info), extra)
 
     def families(self, results: list, build_info: Optional[dict] = None) -> list:
-        """``[(spec, runs), ...]`` for :func:`ipvs_fast.exposition.iter_exposition`."""
+        """``[(spec, runs), ...]`` for :func:`ipvs_fast.exposition.plan_exposition`."""
         results = _as_results(results)
         with self._lock:
             return self._families(results, build_info)

@@ -12,7 +12,7 @@ Two implementations of the same sample set, held to each other by tests:
 :class:`IPVSCollector` (prometheus_client, the reference) and
 :class:`IPVSRenderer` (label blocks cached per namespace, values read as
 strided columns from the packed records, output through
-:func:`ipvs_fast.exposition.iter_exposition`).
+:func:`ipvs_fast.exposition.plan_exposition`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ import sys
 import threading
 from typing import Optional
 
-from .exposition import (as_results, escape_label_value, family, fmt_value,
-                         iter_exposition, label_block, render_exposition, results_from)
+from .exposition import (Blocks, Column, as_results, escape_label_value, family,
+                         fmt_value, plan_exposition, label_block, render_exposition,
+                         results_from)
 from .policy import group_index, sum_groups
 from .records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
                       SVC_STRUCT, addr_str, cstr)
@@ -233,16 +234,7 @@ def _columns(buf, n: int, size: int, specs) -> list:
     if not n:
         return [[] for _ in specs]
     if _LITTLE:
-        mv = memoryview(buf).cast("B")[:n * size]
-        views = {}
-        out = []
-        for code, off in specs:
-            w = struct.calcsize(code)
-            v = views.get(code)
-            if v is None:
-                v = views[code] = mv.cast(code)
-            out.append(v[off // w::size // w])
-        return out
+        return [Column(buf, off, size, code, n) for code, off in specs]
     return [[struct.unpack_from("<" + code, buf, i * size + off)[0] for i in range(n)]
             for code, off in specs]
 
@@ -289,7 +281,7 @@ class IPVSRenderer:
 
     def render_pieces(self, results, build_info: Optional[dict] = None, extra=""):
         """As :meth:`ipvs_fast.ingress.Renderer.render_pieces`."""
-        return iter_exposition(self.families(results, build_info), extra)
+        return plan_exposition(self.families(results, build_info), extra)
 
     def families(self, results, build_info: Optional[dict] = None) -> list:
         results = as_results(results)
@@ -402,6 +394,7 @@ class IPVSRenderer:
                 st.dest_blocks.append(de[0])
                 st.dest_info.append(de[1])
         st.dest_index = None if order == list(range(nd)) else order
+        st.svc_blocks, st.dest_blocks = Blocks(st.svc_blocks), Blocks(st.dest_blocks)
         return st
 
 

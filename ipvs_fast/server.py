@@ -211,6 +211,7 @@ class Payload:
     def __init__(self, pool):
         self._pool = pool
         self.pieces = None                  # set by the collection
+        self.length: Optional[int] = None   # of the identity body, when known up front
         self.readers: list = []
         self.batches: list = []             # [identity pieces | None, gzip bytes | None]
         self.done = False
@@ -349,9 +350,10 @@ class Exporter:
         return b"".join(self.collect_pieces(deadline))
 
     def collect_pieces(self, deadline: Optional[float] = None):
-        """:meth:`collect` as an iterator of bytes pieces: the collection
-        happens now, the text is made as the iterator is consumed (when the
-        renderer has ``render_pieces``)."""
+        """:meth:`collect` as an iterable of bytes pieces with a ``len()``
+        (a :class:`ipvs_fast.exposition.Body` when the renderer has
+        ``render_pieces``, else bytes): the collection happens now, the text
+        is made as it is iterated."""
         with self._lock:
             if self.target_set is not None:
                 results = self.target_set.collect(deadline)
@@ -367,7 +369,7 @@ class Exporter:
             render_pieces = getattr(self.renderer, "render_pieces", None)
             if render_pieces is not None:
                 return render_pieces(results, self.build_info, extra)
-            return iter((self.renderer.render(results, self.build_info, extra),))
+            return self.renderer.render(results, self.build_info, extra)
 
     def close(self) -> None:
         if self.target_set is not None:
@@ -502,7 +504,11 @@ class MetricsServer:
 
     def _collect_payload(self, payload: Payload, deadline: Optional[float] = None) -> None:
         body = self._collect_fn() if deadline is None else self._collect_fn(deadline)
-        payload.pieces = iter((body,)) if isinstance(body, (bytes, bytearray)) else iter(body)
+        if isinstance(body, (bytes, bytearray)):
+            payload.length, payload.pieces = len(body), iter((body,))
+        else:
+            payload.length = len(body) if hasattr(body, "__len__") else None
+            payload.pieces = iter(body)
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
         headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding",
@@ -518,13 +524,19 @@ class MetricsServer:
             if gzip:
                 headers["Content-Encoding"] = "gzip"
             resp = web.StreamResponse(headers=headers)
+            if not gzip and payload.length is not None:
+                resp.content_length = payload.length    # no chunked framing to make or parse
             await resp.prepare(request)
             state["resp"] = resp
+            sent = 0
             while batch is not None:
                 for piece in batch:
                     await resp.write(piece)
+                    sent += len(piece)
                 payload.advance(reader)
                 batch = await payload.batch(reader)
+            if resp.content_length is not None and sent != resp.content_length:
+                raise RuntimeError("body of %d bytes, %d announced" % (sent, resp.content_length))
             await resp.write_eof()
             return resp
         finally:

@@ -7,7 +7,7 @@ import pytest
 
 from ipvs_fast import exposition
 from ipvs_fast.exposition import (EXACT_LIMIT, SEGMENT_SAMPLES, Blocks, Column, fmt_value,
-                                  iter_exposition, render_exposition)
+                                  iter_exposition, plan_exposition, render_exposition)
 
 SPEC = ("test_family_total", "counter", "A test family")
 REC = struct.Struct("<I4xQ")          # a 16-byte record: u32 at 0, u64 at 8
@@ -47,8 +47,11 @@ def test_segments_match_reference(formatter, n):
     blocks = sample_blocks(n)
     for col, vals in ((Column(buf, 0, REC.size, "I", n), u32s),
                       (Column(buf, 8, REC.size, "Q", n), u64s)):
-        pieces = list(iter_exposition([(SPEC, [(Blocks(blocks), col, "u")])], b"x 1\n"))
+        body = plan_exposition([(SPEC, [(Blocks(blocks), col, "u")])], b"x 1\n")
+        pieces = list(body)
         assert b"".join(pieces) == reference(SPEC, blocks, vals, b"x 1\n")
+        assert len(body) == len(b"".join(pieces))              # known before rendering
+        assert list(body) == pieces                             # and it can be read again
         # header, ceil(n / SEGMENT_SAMPLES) segments, final newline, extra
         assert len(pieces) == 1 + -(-n // SEGMENT_SAMPLES) + 2
 
@@ -99,3 +102,23 @@ def test_c_formatter_refuses_bad_input():
     assert fmt(v=big) == -2
     n = fmt(width=4)                                         # low halves of the u64s
     assert bytes(out[:n]) == b'\nm{a="1"} 7\nm{a="2"} 12345'
+
+
+@pytest.mark.parametrize("conv", ["d", "u"])
+def test_planned_length_is_exact_on_every_path(formatter, conv):
+    """The planned length becomes a Content-Length: it must be exact whether
+    a segment goes through C or Python, ints or preformatted values."""
+    rnd = random.Random(7)
+    n = SEGMENT_SAMPLES + 100
+    u64s = [rnd.choice([0, 9, 10, 99, 2 ** 52, 2 ** 53, 2 ** 64 - 1, rnd.randrange(2 ** 40)])
+            for _ in range(n)]
+    buf = records([rnd.randrange(2 ** 32) for _ in range(n)], u64s)
+    blocks = sample_blocks(n)
+    ints = [rnd.choice([-2 ** 60, -1, 0, True, 7, 2 ** 54]) for _ in range(n)]
+    fams = [(SPEC, [(Blocks(blocks), Column(buf, 8, REC.size, "Q", n), conv),
+                    (Blocks(blocks), Column(buf, 0, REC.size, "I", n), conv)]),
+            (("g", "gauge", "h"), [(blocks, ints, "d"), (blocks[:3], [b"1.5", b"NaN", b"+Inf"], "s")])]
+    body = plan_exposition(fams, "extra_metric 1")
+    out = b"".join(body)
+    assert len(body) == len(out)
+    assert out == render_exposition(fams, "extra_metric 1")

@@ -164,3 +164,45 @@ def test_pieces_are_made_as_the_reader_goes_not_all_at_once():
         p.leave(r)
         pool.shutdown()
     asyncio.run(main())
+
+
+class Sized:
+    """A body with a length announced up front (like exposition.Body)."""
+
+    def __init__(self, pieces, length):
+        self.pieces, self.length = pieces, length
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        return iter(self.pieces)
+
+
+def test_known_length_is_sent_as_content_length():
+    pieces = [b"a" * 300_000, b"b" * 900_000, b"c\n"]
+    with ServerThread(lambda: Sized(pieces, 1_200_002)) as s:
+        status, headers, body = s.request()
+        assert status == 200 and body == b"".join(pieces)
+        assert headers["content-length"] == "1200002"
+        assert "transfer-encoding" not in headers
+        _, headers, gz = s.request(headers={"Accept-Encoding": "gzip"})
+        assert gzip.decompress(gz) == b"".join(pieces)
+        assert headers["transfer-encoding"] == "chunked"
+
+
+@pytest.mark.parametrize("announced", [1_000_000, 3_000_000])
+def test_wrong_announced_length_breaks_the_response_not_the_server(announced):
+    pieces = [b"a" * 1_200_000, b"b\n"]
+    with ServerThread(lambda: Sized(pieces, announced)) as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            body = r.read()
+            # too long for what was announced: never passed off as complete
+            assert len(body) == announced and body != b"".join(pieces)
+            raise ConnectionError("short read as expected")
+        c.close()
+        status, _, _ = s.request(path="/healthz")
+        assert status == 200
