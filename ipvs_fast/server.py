@@ -241,7 +241,15 @@ class Payload:
                 return None
             if self._making is None:
                 self._make()
-            await asyncio.shield(self._making)
+            fut = self._making
+            try:
+                await asyncio.shield(fut)
+            except Exception:
+                pass                        # taken in by _made, raised above
+            # Take the batch in now: awaiting a future that is already done
+            # does not yield to the loop, so its done-callback may not have
+            # run yet, and this loop would spin.
+            self._made(fut)
         b = self.batches[i]
         part = b[1] if reader.gzip else b[0]
         if i == len(self.batches) - 1 and not self.done and self._making is None:
@@ -289,6 +297,8 @@ class Payload:
         return (pieces if want_id else None), z, end
 
     def _made(self, fut: asyncio.Future) -> None:
+        if self._making is not fut:         # taken in already
+            return
         self._making = None
         if fut.cancelled():
             self.error = asyncio.CancelledError()

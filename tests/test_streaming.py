@@ -206,3 +206,28 @@ def test_wrong_announced_length_breaks_the_response_not_the_server(announced):
         c.close()
         status, _, _ = s.request(path="/healthz")
         assert status == 200
+
+
+def test_batch_done_before_its_callback_ran_is_taken_in():
+    """The race seen with real bodies: a batch's future is done (its result
+    set on the loop) but its done-callback, queued behind the reader, has
+    not run when the reader asks for it; awaiting a done future does not
+    yield, so the reader must take the batch in itself, not spin."""
+    result = {}
+
+    async def main():
+        p = Payload(None)
+        p.pieces = iter(())
+        r = p.join(False)
+        fut = asyncio.get_running_loop().create_future()
+        p._making = fut
+        fut.set_result(([PIECE], None, True))     # the callback p._made has not run
+        result["batch"] = await p.batch(r)
+        p.advance(r)
+        result["end"] = await p.batch(r)
+
+    t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "reader spun on a finished batch"
+    assert result == {"batch": [PIECE], "end": None}
