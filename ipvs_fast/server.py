@@ -195,17 +195,20 @@ class Payload:
     """One collection's output, shared by every request that joined it
     while it was in flight, and sent piece by piece.
 
-    The collection (in the pool) sets ``pieces``, an iterator of bytes
-    pieces made lazily (:meth:`ipvs_fast.ingress.Renderer.render_pieces`).
-    Readers pull batches of about BATCH_BYTES: a batch is made (and, when
-    some reader wants gzip, compressed with one compressor for them all) in
-    the pool when the fastest reader needs it, at most one batch ahead, and
-    dropped once every reader of its encoding has written it. So a body is
-    never held whole unless a reader is slow, and it is rendered and
-    compressed once however many requests share it. The reader set is fixed
-    when the collection finishes (the server never joins a finished one);
-    readers may leave early. All methods run on the event loop; only
-    ``_make_batch`` runs in the pool.
+    The collection (in the pool) sets ``pieces``, an iterable of bytes
+    pieces made lazily (an :class:`ipvs_fast.exposition.Body`), and
+    ``length`` when known. The body is cut into batches of about
+    BATCH_BYTES. Two stages run in the pool, each in order and at most one
+    batch ahead of the reader (or stage) that follows it: rendering, then,
+    when some reader wants gzip, compressing (one compressor for all of
+    them; ISA-L and the C formatter release the GIL, so batch k is
+    compressed while batch k+1 is rendered). A batch's parts are dropped
+    once every reader of that encoding (and, for the text, the compressor)
+    is past it. So a body is never held whole unless a reader is slow, and
+    it is rendered and compressed once however many requests share it. The
+    reader set is fixed when the collection finishes (the server never
+    joins a finished one); readers may leave early. Everything but the two
+    stage functions runs on the event loop.
     """
 
     def __init__(self, pool):
@@ -213,12 +216,14 @@ class Payload:
         self.pieces = None                  # set by the collection
         self.length: Optional[int] = None   # of the identity body, when known up front
         self.readers: list = []
-        self.batches: list = []             # [identity pieces | None, gzip bytes | None]
-        self.done = False
+        self.batches: list = []             # [text pieces | None, gzip bytes | None, last?]
+        self.done = False                   # every batch rendered
+        self.zipped = 0                     # batches compressed
         self.error: Optional[BaseException] = None
         self._making: Optional[asyncio.Future] = None
+        self._zipping: Optional[asyncio.Future] = None
         self._gz = None
-        self._freed = [0, 0]                # batches below these have no identity / gzip part
+        self._freed = [0, 0]                # batches below these have no text / gzip part
 
     def join(self, gzip: bool) -> Reader:
         r = Reader(gzip)
@@ -232,86 +237,127 @@ class Payload:
 
     async def batch(self, reader: Reader):
         """The reader's next batch (a list of bytes-like pieces), or None at
-        the end; raises what rendering raised."""
+        the end; raises what rendering or compressing raised."""
         i = reader.pos
-        while i >= len(self.batches):
+        while True:
             if self.error is not None:
                 raise self.error
-            if self.done:
-                return None
-            if self._making is None:
-                self._make()
-            fut = self._making
+            if reader.gzip:
+                if i < self.zipped:
+                    break
+                if self.done and i >= len(self.batches):
+                    return None
+            else:
+                if i < len(self.batches):
+                    break
+                if self.done:
+                    return None
+            self._pump()
+            fut = self._zipping if reader.gzip and i < len(self.batches) else self._making
+            if fut is None:                 # nothing can make progress: a bug
+                raise RuntimeError("payload stalled")
             try:
                 await asyncio.shield(fut)
             except Exception:
-                pass                        # taken in by _made, raised above
-            # Take the batch in now: awaiting a future that is already done
+                pass                        # taken in below, raised above
+            # Take the result in now: awaiting a future that is already done
             # does not yield to the loop, so its done-callback may not have
             # run yet, and this loop would spin.
-            self._made(fut)
+            (self._zipped if fut is self._zipping else self._made)(fut)
         b = self.batches[i]
-        part = b[1] if reader.gzip else b[0]
-        if i == len(self.batches) - 1 and not self.done and self._making is None:
-            self._make()                    # render the next batch while this one is sent
-        return [part] if reader.gzip else part
+        self._pump()                        # make what follows while this is sent
+        return [b[1]] if reader.gzip else b[0]
 
     def advance(self, reader: Reader) -> None:
         """The reader has written its current batch."""
         reader.pos += 1
         self._release()
+        self._pump()
 
-    def _release(self) -> None:
-        for k, want in ((0, False), (1, True)):
-            pos = [r.pos for r in self.readers if r.gzip == want]
-            upto = min(pos) if pos else len(self.batches)
-            for j in range(self._freed[k], upto):
-                self.batches[j][k] = None
-            self._freed[k] = max(self._freed[k], upto)
+    # -- the two stages ----------------------------------------------------
+    def _fronts(self):
+        """(furthest text consumer, furthest gzip reader or None)."""
+        gz = [r.pos for r in self.readers if r.gzip]
+        text = [r.pos for r in self.readers if not r.gzip]
+        if gz:
+            text.append(self.zipped)        # the compressor reads the text
+        return (max(text) if text else -1), (max(gz) if gz else None)
 
-    def _make(self) -> None:
-        want_id = any(not r.gzip for r in self.readers)
-        want_gz = any(r.gzip for r in self.readers)
-        if want_gz and self._gz is None:
-            self._gz = gzip_stream()
-        fut = asyncio.get_running_loop().run_in_executor(
-            self._pool, self._make_batch, want_id, self._gz if want_gz else None)
-        self._making = fut
-        fut.add_done_callback(self._made)
+    def _pump(self) -> None:
+        text_front, gz_front = self._fronts()
+        loop = asyncio.get_running_loop()
+        if (not self.done and self._making is None and self.error is None
+                and len(self.batches) <= text_front + 1):
+            fut = loop.run_in_executor(self._pool, self._render_batch)
+            self._making = fut
+            fut.add_done_callback(self._made)
+        if (gz_front is not None and self._zipping is None and self.error is None
+                and self.zipped < len(self.batches) and self.zipped <= gz_front + 1):
+            if self._gz is None:
+                self._gz = gzip_stream()
+            k = self.zipped
+            fut = loop.run_in_executor(self._pool, self._compress_batch, self._gz,
+                                       self.batches[k][0], self.batches[k][2])
+            self._zipping = fut
+            fut.add_done_callback(self._zipped)
 
-    def _make_batch(self, want_id: bool, gz):
-        pieces, size, end = [], 0, True
+    def _render_batch(self):
+        pieces, size = [], 0
         for p in self.pieces:
             if p:
                 pieces.append(p)
                 size += len(p)
                 if size >= BATCH_BYTES:
-                    end = False
-                    break
-        z = None
-        if gz is not None:
-            parts = [gz.compress(p) for p in pieces]
-            if end:
-                parts.append(gz.flush())
-            z = b"".join(parts)
-        return (pieces if want_id else None), z, end
+                    return pieces, False
+        return pieces, True
+
+    @staticmethod
+    def _compress_batch(gz, pieces, last: bool) -> bytes:
+        parts = [gz.compress(p) for p in pieces]
+        if last:
+            parts.append(gz.flush())
+        return b"".join(parts)
 
     def _made(self, fut: asyncio.Future) -> None:
         if self._making is not fut:         # taken in already
             return
         self._making = None
+        if self._failed(fut):
+            return
+        pieces, last = fut.result()
+        self.batches.append([pieces, None, last])
+        self.done = last
+        self._release()
+        self._pump()
+
+    def _zipped(self, fut: asyncio.Future) -> None:
+        if self._zipping is not fut:
+            return
+        self._zipping = None
+        if self._failed(fut):
+            return
+        self.batches[self.zipped][1] = fut.result()
+        self.zipped += 1
+        self._release()
+        self._pump()
+
+    def _failed(self, fut: asyncio.Future) -> bool:
         if fut.cancelled():
             self.error = asyncio.CancelledError()
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self.error = exc
-            return
-        ident, z, end = fut.result()
-        # a batch no reader of an encoding needs any more is not kept
-        self.batches.append([ident, z])
-        self.done = end
-        self._release()
+        elif fut.exception() is not None:
+            self.error = fut.exception()
+        return self.error is not None
+
+    def _release(self) -> None:
+        text_pos = [r.pos for r in self.readers if not r.gzip]
+        gz_pos = [r.pos for r in self.readers if r.gzip]
+        if gz_pos:
+            text_pos.append(self.zipped)
+        for k, pos in ((0, text_pos), (1, gz_pos)):
+            upto = min(pos) if pos else len(self.batches)
+            for j in range(self._freed[k], min(upto, len(self.batches))):
+                self.batches[j][k] = None
+            self._freed[k] = max(self._freed[k], min(upto, len(self.batches)))
 
 
 class Exporter:
