@@ -27,6 +27,7 @@ def main():
         sizes = sorted(e["sizes"], key=int)
         keys = [("floor", "C floor (dump only)"), ("dump_native", "our dump stage (native)"),
                 ("ours_native", "our /metrics (native)"), ("ours_native_gzip", "our /metrics gzip"),
+                ("static_get", "transfer floor (static body)"),
                 ("ipvsadm", "ipvsadm -Ln --stats"), ("ours_python", "our /metrics (python)"),
                 ("node_exporter", "node_exporter ipvs"), ("pyroute2", "pyroute2 dump")]
         w = 0.8 / len(sizes)
@@ -68,6 +69,7 @@ def main():
         keys = [("test_render_generate_latest", "generate_latest"),
                 ("test_render_ours_cold", "ours, first render"),
                 ("test_render_ours_warm", "ours, steady state"),
+                ("test_render_ours_streamed", "ours, streamed (as served)"),
                 ("test_gzip_zlib_l1", "gzip zlib l1"), ("test_gzip_isal_l1", "gzip ISA-L l1")]
         x = range(len(sizes))
         w = 0.8 / len(keys)

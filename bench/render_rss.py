@@ -7,7 +7,9 @@ Prints JSON: body bytes and the peak-RSS growth of the render. Measured with
 /proc/self/status VmHWM after resetting it (clear_refs 5): ru_maxrss is
 inherited across fork+exec from the parent (pytest, GBs), so it cannot be
 used here; it is reported too, for reference.
-'ours_warm' renders twice and measures the second (steady-state) render.
+'ours_warm' renders twice and measures the second (steady-state) render;
+'ours_streamed' does the same but reads the second body piece by piece, as
+the server sends it, without joining it.
 """
 from __future__ import annotations
 
@@ -37,9 +39,11 @@ def main():
     else:
         r = Renderer()
         fn = lambda: r.render([result])  # noqa: E731
-        if mode == "ours_warm":
+        if mode in ("ours_warm", "ours_streamed"):
             body = fn()
             del body
+        if mode == "ours_streamed":
+            fn = lambda: _Sized(sum(map(len, r.render_pieces([result]))))  # noqa: E731
     gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -54,6 +58,16 @@ def main():
                       "ru_maxrss_before_kib": ru0, "ru_maxrss_after_kib": ru1,
                       "delta_bytes": (after - before) * 1024,
                       "delta_over_body": (after - before) * 1024 / len(body)}))
+
+
+class _Sized:
+    """len() of a body that was streamed, not kept."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def _status(key: str) -> int:

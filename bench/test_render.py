@@ -67,6 +67,22 @@ def test_render_ours_warm(benchmark, result):
 
 
 @pytest.mark.benchmark(group="render")
+def test_render_ours_streamed(benchmark, result):
+    """Steady state as the server does it: the body planned (its length
+    known) and read piece by piece, never joined into one bytes."""
+    r = Renderer()
+    r.render([result])
+
+    def stream():
+        body = r.render_pieces([result])
+        n = sum(map(len, body))
+        assert n == len(body)
+        return n
+    n = benchmark.pedantic(stream, rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(body_bytes=n)
+
+
+@pytest.mark.benchmark(group="render")
 def test_render_generate_latest(benchmark, result):
     reg = _registry(result)
     out = benchmark.pedantic(generate_latest, args=(reg,), rounds=3, warmup_rounds=0)
@@ -95,7 +111,7 @@ def test_gzip_zlib_l1(benchmark, body):
     benchmark.extra_info.update(body_bytes=len(body), gz_bytes=len(out))
 
 
-@pytest.mark.parametrize("mode", ["ours", "ours_warm", "generate_latest"])
+@pytest.mark.parametrize("mode", ["ours", "ours_warm", "ours_streamed", "generate_latest"])
 @pytest.mark.parametrize("size", list(SIZES))
 def test_peak_rss(mode, size):
     """Peak RSS growth of one render, in a fresh process (not timed)."""

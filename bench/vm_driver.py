@@ -18,6 +18,9 @@ Contenders:
                               a buffer, no parsing
   conc1/conc10_native[_gzip]: 1 vs 10 simultaneous GETs (native; threads,
                               raw sockets, read to EOF)
+  static_get, conc1/conc10_static: the same GETs against bench/static_body.py,
+                              a server on the same stack sending a prebuilt
+                              body of the same size: the transfer floor
 """
 from __future__ import annotations
 
@@ -245,6 +248,10 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
     nb = NativeBackend("", timeout=60)
     pb = PythonBackend("", timeout=150)
     nb.dump()
+    sport = free_port()
+    static = subprocess.Popen([PY, os.path.join(ROOT, "bench", "static_body.py"), str(sport),
+                               str(R["body"]["native"])], stdout=subprocess.DEVNULL)
+    wait_http(sport, "/")
     for r in range(ROUNDS):
         log(f" round {r + 1}/{ROUNDS}")
         dt, _, body = http_get(ports["native"])
@@ -265,6 +272,9 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         add("conc10_native", scrapes(ports["native"], 10, False))
         add("conc1_native_gzip", scrapes(ports["native"], 1, True))
         add("conc10_native_gzip", scrapes(ports["native"], 10, True))
+        add("static_get", http_get(sport)[0])
+        add("conc1_static", scrapes(sport, 1, False))
+        add("conc10_static", scrapes(sport, 10, False))
         if not big or r == 0:
             t0 = time.monotonic()
             pb.dump()
@@ -289,6 +299,8 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         R["rss"][k] = {"rss_before": rss0, "hwm_after_scrape": status(pid, "VmHWM"),
                        "hwm_since_start": hwm0, "body": blen}
         log(f"  rss {k}: {R['rss'][k]}")
+    static.terminate()
+    static.wait(10)
     nb.close()
     pb.close()
     save()
