@@ -29,7 +29,8 @@ def main():
                 ("ours_native", "our /metrics (native)"), ("ours_native_gzip", "our /metrics gzip"),
                 ("static_get", "transfer floor (static body)"),
                 ("ipvsadm", "ipvsadm -Ln --stats"), ("ours_python", "our /metrics (python)"),
-                ("node_exporter", "node_exporter ipvs"), ("pyroute2", "pyroute2 dump")]
+                ("node_exporter", "node_exporter ipvs"), ("node_exporter_gzip", "node_exporter ipvs, gzip"),
+                ("pyroute2", "pyroute2 dump")]
         w = 0.8 / len(sizes)
         for j, s in enumerate(sizes):
             vals = [statistics.median(e["sizes"][s]["runs"].get(k) or [float("nan")]) for k, _ in keys]

@@ -11,8 +11,9 @@ Contenders:
   dump_native / dump_python : backend.dump() in this process (dump + parse,
                               no render, no HTTP): "our dump stage"
   ipvsadm                   : ipvsadm -Ln --stats --exact > /dev/null
-  node_exporter             : GET /metrics of Debian's prometheus-node-exporter
-                              with only the ipvs collector
+  node_exporter[_gzip]      : GET /metrics of Debian's prometheus-node-exporter
+                              with only the ipvs collector (and with
+                              Accept-Encoding: gzip, as Prometheus scrapes)
   pyroute2                  : bench/pyroute2_dump.py (once at big sizes: slow)
   floor                     : bench/floor.c, GET_SERVICE + GET_DEST dumps into
                               a buffer, no parsing
@@ -268,6 +269,7 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         add("floor", fl["seconds"])
         add("ipvsadm", timed("ipvsadm -Ln --stats --exact > /dev/null", shell=True))
         add("node_exporter", http_get(ports["node"])[0])
+        add("node_exporter_gzip", http_get(ports["node"], gzip=True)[0])
         add("conc1_native", scrapes(ports["native"], 1, False))
         add("conc10_native", scrapes(ports["native"], 10, False))
         add("conc1_native_gzip", scrapes(ports["native"], 1, True))
