@@ -87,6 +87,9 @@ def http_get(port: int, gzip: bool = False, timeout: float = 600) -> tuple[float
     dt = time.monotonic() - t0
     if r.status != 200:
         raise RuntimeError(f"port {port}: HTTP {r.status}")
+    if not gzip and b"ipvs_up{" in body and not re.search(rb"^ipvs_up\{[^}]*\} 1$", body, re.M):
+        # a timed-out or failed collection is a small, fast body: never time it
+        raise RuntimeError(f"port {port}: scrape with ipvs_up 0 ({len(body)} bytes)")
     return dt, len(body), body
 
 
@@ -194,11 +197,13 @@ def main():
     procs = {
         "native": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
                                     f"127.0.0.1:{ports['native']}", "--namespace-path", "",
-                                    "--backend", "native", "--timeout", "60"],
+                                    "--backend", "native", "--timeout", "60",
+                                    "--scrape-timeout", "120"],
                                    stdout=logs["native"], stderr=subprocess.STDOUT),
         "python": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
                                     f"127.0.0.1:{ports['python']}", "--namespace-path", "",
-                                    "--backend", "python", "--timeout", "150"],
+                                    "--backend", "python", "--timeout", "150",
+                                    "--scrape-timeout", "300"],
                                    stdout=logs["python"], stderr=subprocess.STDOUT),
         "node": subprocess.Popen(["prometheus-node-exporter", "--collector.disable-defaults",
                                   "--collector.ipvs",
