@@ -4,10 +4,10 @@ The fast renderers (``ingress.Renderer``, ``ipvsfmt.IPVSRenderer``) describe
 their output as *families*: ``(spec, runs)`` where ``spec`` is
 ``(name, type, help, ...)`` and each run is ``(blocks, values, conv)`` --
 pre-encoded label blocks (``b'{a="x"} '``), the parallel values, and their
-conversion. :func:`iter_exposition` turns that into text format 0.0.4 as a
-stream of pieces, each segment of samples made by ONE ``bytes % tuple``
-over a cached format, so a body is produced (and can be sent) piece by
-piece and never has to exist whole.
+conversion. :func:`plan_exposition` turns that into text format 0.0.4 as a
+:class:`Body`: its length known up front, its pieces made as it is read, so
+a body can be sent piece by piece and never has to exist whole.
+:class:`FamilyRenderer` is what the renderers share on top of that.
 
 Also here: label/HELP escaping, value formatting (prometheus_client's and
 Go's), and the helpers that accept a CollectResult, a list of them, a target
@@ -224,12 +224,12 @@ def _segment_values(values, conv: str, a: int, b: int):
     return _exact(vals, conv)
 
 
-def _py_segment(formats, name: bytes, blocks, values, conv: str, a: int, b: int) -> bytes:
+def _py_segment(name: bytes, blocks, values, conv: str, a: int, b: int) -> bytes:
     vals, c = _segment_values(values, conv, a, b)
     args = [None] * (2 * (b - a))
     args[0::2] = blocks[a:b]
     args[1::2] = vals
-    return formats.get(name, c, b - a) % tuple(args)
+    return _FORMATS.get(name, c, b - a) % tuple(args)
 
 
 class Body:
@@ -252,7 +252,7 @@ class Body:
             yield p if type(p) is bytes else p[0](*p[1:])
 
 
-def plan_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS) -> Body:
+def plan_exposition(families: list, extra=b"") -> Body:
     """Text format 0.0.4 of ``[(spec, runs), ...]`` as a :class:`Body`:
     HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES samples.
 
@@ -308,7 +308,7 @@ def plan_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS
                 total += (per * (b - a) + sum(map(len, blocks[a:b]))
                           + (sum(map(len, vals)) if c == "s"
                              else sum(map(len, map(str, map(int, vals))))))
-                parts.append((_py_segment, formats, name, blocks, values, conv, a, b))
+                parts.append((_py_segment, name, blocks, values, conv, a, b))
     if parts:
         parts.append(b"\n")
         total += 1
@@ -318,11 +318,6 @@ def plan_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS
     return Body(parts, total)
 
 
-def iter_exposition(families: list, extra=b"", formats: SampleFormats = _FORMATS):
-    """The pieces of :func:`plan_exposition` (an iterator)."""
-    return iter(plan_exposition(families, extra, formats))
-
-
 def render_exposition(families: list, extra=b"") -> bytes:
     """:func:`plan_exposition` as one bytes."""
     body = plan_exposition(families, extra)
@@ -330,6 +325,43 @@ def render_exposition(families: list, extra=b"") -> bytes:
     if len(out) != body.length:    # the plan is the Content-Length: keep it honest
         raise RuntimeError("exposition of %d bytes, %d planned" % (len(out), body.length))
     return out
+
+
+def finish_families(families: list, build_info_spec, build_info: Optional[dict],
+                    keep) -> list:
+    """*families* with the build-info family appended (when *build_info*
+    is given; value 1, labelled by it) and only the families whose name
+    passes *keep* (all when None)."""
+    if build_info is not None:
+        families.append((build_info_spec, [([label_block(build_info).encode()], [1], "d")]))
+    if keep is not None:
+        families = [f for f in families if keep(f[0][0])]
+    return families
+
+
+class FamilyRenderer:
+    """What the fast renderers share: :meth:`render` (bytes),
+    :meth:`render_pieces` (a :class:`Body`) and :meth:`families`, over a
+    subclass's ``_families(results, build_info)``, which runs under
+    ``self._lock`` (it updates the label cache)."""
+
+    def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
+        """Text format 0.0.4 for *results*; *extra* (already formatted
+        exposition text, str or bytes, e.g. process metrics) is appended."""
+        return render_exposition(self.families(results, build_info), extra)
+
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
+        """:meth:`render` as a :class:`Body`: its length is known now (the
+        label cache is updated now too); its text is made as it is iterated
+        (in any thread, without the renderer's lock), so a body is never
+        held whole unless its reader is slow."""
+        return plan_exposition(self.families(results, build_info), extra)
+
+    def families(self, results, build_info: Optional[dict] = None) -> list:
+        """``[(spec, runs), ...]`` for :func:`plan_exposition`."""
+        results = as_results(results)
+        with self._lock:
+            return self._families(results, build_info)
 
 
 # ---------------------------------------------------------------------------

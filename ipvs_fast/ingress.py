@@ -34,13 +34,10 @@ import threading
 from typing import Optional
 
 from .exposition import CONTENT_TYPE
-from .exposition import as_results as _as_results
-from .exposition import Blocks, Column, plan_exposition, render_exposition
+from .exposition import Blocks, Column, FamilyRenderer, finish_families
 from .exposition import escape_help, escape_label_value
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
-from .exposition import header as _header
-from .exposition import label_block
 from .exposition import results_from as _results_from
 from .policy import group_index, sum_groups
 from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
@@ -354,7 +351,7 @@ class _NsState:
         self.agg: Optional[tuple] = None    # (group index, group blocks) when aggregating
 
 
-class Renderer:
+class Renderer(FamilyRenderer):
     """Text-format renderer with a label-block cache.
 
     Output goes through :func:`ipvs_fast.exposition.plan_exposition`: the
@@ -364,7 +361,7 @@ class Renderer:
     at all); without the compiled core each segment is ONE ``bytes %
     tuple``. (Most of the cost of making ~100 MB of text at once is page
     faults on fresh memory, so the served path never makes it at once:
-    :meth:`render_pieces`.)
+    ``render_pieces``.)
 
     Label cache: per namespace, keyed by identity, every service's label
     block (key: af, protocol, addr, port, fwmark and mapped published port)
@@ -397,26 +394,6 @@ class Renderer:
             states = list(self._ns.values())
             return (sum(len(st.svcs) for st in states),
                     sum(len(st.dests) for st in states))
-
-    def render(self, results: list, build_info: Optional[dict] = None,
-               extra="") -> bytes:
-        """Text format 0.0.4 for *results*; *extra* (already formatted
-        exposition text, str or bytes, e.g. process metrics) is appended."""
-        return render_exposition(self.families(results, build_info), extra)
-
-    def render_pieces(self, results: list, build_info: Optional[dict] = None,
-                      extra=""):
-        """:meth:`render` as a :class:`~ipvs_fast.exposition.Body`: its
-        length is known now (the label cache is updated now too); its text
-        is made as it is iterated (in any thread, without the renderer's
-        lock), so a body is never held whole unless its reader is slow."""
-        return plan_exposition(self.families(results, build_info), extra)
-
-    def families(self, results: list, build_info: Optional[dict] = None) -> list:
-        """``[(spec, runs), ...]`` for :func:`ipvs_fast.exposition.plan_exposition`."""
-        results = _as_results(results)
-        with self._lock:
-            return self._families(results, build_info)
 
     # -- internals ---------------------------------------------------------
     def _families(self, results, build_info) -> list:
@@ -479,11 +456,7 @@ class Renderer:
 
         families = [(SERVICES_TOTAL, fam_services_total), *zip(SVC_FAMILIES, fam_svc),
                     *zip(DEST_FAMILIES, fam_dest), (UP, fam_up), (DURATION, fam_dur)]
-        if build_info is not None:
-            families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
-        if self._filter is not None:
-            families = [f for f in families if self._filter(f[0][0])]
-        return families
+        return finish_families(families, BUILD_INFO, build_info, self._filter)
 
     @staticmethod
     def _rebuild(ns: str, old: Optional[_NsState], sbuf, dbuf, ndest: int,

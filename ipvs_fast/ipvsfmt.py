@@ -22,9 +22,8 @@ import sys
 import threading
 from typing import Optional
 
-from .exposition import (Blocks, Column, as_results, escape_label_value, family,
-                         fmt_value, plan_exposition, label_block, render_exposition,
-                         results_from)
+from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
+                         finish_families, fmt_value, label_block, results_from)
 from .policy import group_index, sum_groups
 from .records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
                       SVC_STRUCT, addr_str, cstr)
@@ -251,7 +250,7 @@ class _Ns:
                  "dest_index", "svcs", "dests", "agg")
 
 
-class IPVSRenderer:
+class IPVSRenderer(FamilyRenderer):
     """Fast renderer for ``--format ipvs`` (interface of
     :class:`ipvs_fast.ingress.Renderer`). Per namespace, the label blocks of
     the last snapshot are kept; when the snapshot's identity bytes (every
@@ -275,18 +274,6 @@ class IPVSRenderer:
         with self._lock:
             return (sum(len(s.svcs) for s in self._ns.values()),
                     sum(len(s.dests) for s in self._ns.values()))
-
-    def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
-        return render_exposition(self.families(results, build_info), extra)
-
-    def render_pieces(self, results, build_info: Optional[dict] = None, extra=""):
-        """As :meth:`ipvs_fast.ingress.Renderer.render_pieces`."""
-        return plan_exposition(self.families(results, build_info), extra)
-
-    def families(self, results, build_info: Optional[dict] = None) -> list:
-        results = as_results(results)
-        with self._lock:
-            return self._families(results, build_info)
 
     def _families(self, results, build_info) -> list:
         from .ingress import BUILD_INFO, DURATION, UP
@@ -336,11 +323,7 @@ class IPVSRenderer:
                 runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
         self._ns = new_ns
         families = [(spec, runs[spec[0]]) for spec in FAMILIES + (UP, DURATION)]
-        if build_info is not None:
-            families.append((BUILD_INFO, [([label_block(build_info).encode()], [1], "d")]))
-        if self._filter is not None:
-            families = [f for f in families if self._filter(f[0][0])]
-        return families
+        return finish_families(families, BUILD_INFO, build_info, self._filter)
 
     @staticmethod
     def _identity(sb, nsvc, db, nd) -> bytes:

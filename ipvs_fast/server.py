@@ -37,32 +37,20 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
-def zlib_gzip(data: bytes) -> bytes:
-    """A gzip stream (RFC 1952) at zlib level 1."""
-    c = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return c.compress(data) + c.flush()
-
-
 def zlib_gzip_stream():
-    """A streaming gzip compressor at zlib level 1 (compress/flush)."""
+    """A streaming gzip compressor (RFC 1952) at zlib level 1 (compress/flush)."""
     return zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
 try:  # ISA-L: several times faster than zlib at level 1
-    from isal import igzip as _igzip
     from isal import isal_zlib as _isal_zlib
 
-    def gzip_compress(data: bytes) -> bytes:
-        """A gzip stream (RFC 1952) at ISA-L level 1."""
-        return _igzip.compress(data, compresslevel=1, mtime=0)
-
     def gzip_stream():
-        """A streaming gzip compressor at ISA-L level 1 (compress/flush)."""
+        """A streaming gzip compressor (RFC 1952) at ISA-L level 1 (compress/flush)."""
         return _isal_zlib.compressobj(1, _isal_zlib.DEFLATED, 16 + 15)
 
     GZIP_IMPL = "isal"
 except Exception:  # pragma: no cover - depends on the environment
-    gzip_compress = zlib_gzip
     gzip_stream = zlib_gzip_stream
     GZIP_IMPL = "zlib"
 
@@ -275,16 +263,20 @@ class Payload:
         self._pump()
 
     # -- the two stages ----------------------------------------------------
-    def _fronts(self):
-        """(furthest text consumer, furthest gzip reader or None)."""
+    def _positions(self) -> tuple:
+        """(positions of the text consumers, of the gzip readers). The
+        compressor reads the text, so while gzip readers remain it counts as
+        a text consumer at the first batch it has not compressed."""
         gz = [r.pos for r in self.readers if r.gzip]
         text = [r.pos for r in self.readers if not r.gzip]
         if gz:
-            text.append(self.zipped)        # the compressor reads the text
-        return (max(text) if text else -1), (max(gz) if gz else None)
+            text.append(self.zipped)
+        return text, gz
 
     def _pump(self) -> None:
-        text_front, gz_front = self._fronts()
+        text, gz = self._positions()
+        text_front = max(text) if text else -1
+        gz_front = max(gz) if gz else None
         loop = asyncio.get_running_loop()
         if (not self.done and self._making is None and self.error is None
                 and len(self.batches) <= text_front + 1):
@@ -349,11 +341,7 @@ class Payload:
         return self.error is not None
 
     def _release(self) -> None:
-        text_pos = [r.pos for r in self.readers if not r.gzip]
-        gz_pos = [r.pos for r in self.readers if r.gzip]
-        if gz_pos:
-            text_pos.append(self.zipped)
-        for k, pos in ((0, text_pos), (1, gz_pos)):
+        for k, pos in enumerate(self._positions()):
             upto = min(pos) if pos else len(self.batches)
             for j in range(self._freed[k], min(upto, len(self.batches))):
                 self.batches[j][k] = None
@@ -560,11 +548,8 @@ class MetricsServer:
 
     def _collect_payload(self, payload: Payload, deadline: Optional[float] = None) -> None:
         body = self._collect_fn() if deadline is None else self._collect_fn(deadline)
-        if isinstance(body, (bytes, bytearray)):
-            payload.length, payload.pieces = len(body), iter((body,))
-        else:
-            payload.length = len(body) if hasattr(body, "__len__") else None
-            payload.pieces = iter(body)
+        payload.length = len(body) if hasattr(body, "__len__") else None
+        payload.pieces = iter((body,)) if isinstance(body, (bytes, bytearray)) else iter(body)
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
         headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding",

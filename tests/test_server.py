@@ -19,7 +19,7 @@ from ipvs_fast import server as srv
 from ipvs_fast.errors import IPVSError
 from ipvs_fast.ingress import CONTENT_TYPE, default_build_info
 from ipvs_fast.records import Dest, Service, pack_dest, pack_service
-from ipvs_fast.server import Exporter, MetricsServer, accepts_gzip, gzip_compress
+from ipvs_fast.server import Exporter, MetricsServer, accepts_gzip
 from ipvs_fast.snapshot import Snapshot
 from ipvs_fast.target import CollectResult, NamespaceTarget
 
@@ -232,10 +232,11 @@ def test_gzip_real_output_roundtrip(exporter_server):
     assert all(a[k] == b[k] for k in ipvs)
 
 
-def test_gzip_compress_both_implementations():
+def test_gzip_streams_both_implementations():
     data = b"ipvs_up 1\n" * 1000 + bytes(range(256))
-    for compress in (gzip_compress, srv.zlib_gzip):
-        out = compress(data)
+    for stream in (srv.gzip_stream, srv.zlib_gzip_stream):
+        c = stream()
+        out = c.compress(data[:5000]) + c.compress(data[5000:]) + c.flush()
         assert out[:2] == b"\x1f\x8b"                  # gzip magic, not raw zlib
         assert gzip.decompress(out) == data
         assert zlib.decompress(out, 16 + zlib.MAX_WBITS) == data
