@@ -315,7 +315,7 @@ def dest_columns(dests) -> dict:
     return {spec[3]: [r[spec[3]] for r in rows] for spec in DEST_FAMILIES}
 
 
-def _identity(services, nsvc: int, dests, ndest: int) -> Optional[bytes]:
+def identity_columns(services, nsvc: int, dests, ndest: int) -> Optional[bytes]:
     """The identity columns of a snapshot (everything label blocks depend on
     except namespace and port map), or None where not computable cheaply."""
     if not _LITTLE:
@@ -446,7 +446,7 @@ class IngressRenderer(FamilyRenderer):
             st = new_ns.get(ns)
             if st is None:                  # (a repeated namespace string re-renders)
                 st = old_ns.get(ns)
-            ident = _identity(sbuf, nsvc, dbuf, ndest)
+            ident = identity_columns(sbuf, nsvc, dbuf, ndest)
             if st is None or ident is None or st.ident != ident or st.ports != ports:
                 st = self._rebuild(ns, st, sbuf, dbuf, ndest, ports)
                 st.ident = ident
