@@ -62,11 +62,12 @@ from .exposition import (
     FamilyRenderer,
     escape_label_value,
     finish_families,
+    group_sums,
 )
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
 from .exposition import results_from as _results_from
-from .policy import group_index, sum_groups
+from .policy import group_index
 
 __all__ = ["IngressCollector", "IngressRenderer", "render", "service_labels",
            "dest_labels", "FAMILIES", "CONTENT_TYPE"]
@@ -471,7 +472,7 @@ class IngressRenderer(FamilyRenderer):
                 if idx is not None:
                     col = [col[i] for i in idx]
                 if agg is not None:
-                    col = sum_groups(agg[0], len(blocks), col)
+                    col = group_sums([(col, agg[0])], len(blocks))
                 runs.append((blocks, col, "u"))
             del dcols
 

@@ -39,11 +39,12 @@ from .exposition import (
     escape_label_value,
     family,
     finish_families,
+    group_sums,
     fmt_value,
     label_block,
     results_from,
 )
-from .policy import group_index, sum_groups
+from .policy import group_index
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",
            "service_info_labels", "dest_info_labels"]
@@ -320,7 +321,7 @@ class IPVSRenderer(FamilyRenderer):
             new_ns[r.namespace] = st
             for spec, col in zip(SVC_FAMILIES, _columns(sb, nsvc, SVC_SIZE, _SVC_SPECS)):
                 runs[spec[0]].append((st.svc_blocks, col, _conv(spec[3][0])))
-            runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
+            runs[SVC_INFO[0]].append((st.svc_info, Column.constant(1, nsvc), "d"))
             if not st.dest_blocks or not self._dest_on:
                 continue
             idx = st.dest_index
@@ -334,28 +335,36 @@ class IPVSRenderer(FamilyRenderer):
                 if idx is not None:
                     col = [col[i] for i in idx]
                 if agg is not None:
-                    col = sum_groups(agg[0], len(blocks), col)
+                    col = group_sums([(col, agg[0])], len(blocks))
                 runs[spec[0]].append((blocks, col, _conv(spec[3][0])))
             if agg is None:
-                runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
+                runs[DEST_INFO[0]].append((st.dest_info, Column.constant(1, len(st.dest_info)),
+                                           "d"))
         self._ns = new_ns
         families = [(spec, runs[spec[0]]) for spec in FAMILIES + (UP, DURATION)]
         return finish_families(families, BUILD_INFO, build_info, self._filter)
 
     @staticmethod
     def _identity(sb, nsvc, db, nd) -> bytes:
-        parts = [sb[i * SVC_SIZE:i * SVC_SIZE + 88] + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE]
-                 for i in range(nsvc)]
+        """Every record byte a label depends on: service bytes 0..88 and
+        168..176, destination bytes 0..28 and 52..60 (as strided columns
+        on little-endian hosts: no Python object per record)."""
+        if not _LITTLE:
+            return b"".join([sb[i * SVC_SIZE:i * SVC_SIZE + 88]
+                             + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE] for i in range(nsvc)]
+                            + [b"|"] + [db[i * DEST_SIZE:i * DEST_SIZE + 28]
+                                        + db[i * DEST_SIZE + 52:i * DEST_SIZE + 58]
+                                        for i in range(nd)])
+        parts = []
+        if nsvc:
+            u32 = memoryview(sb).cast("B")[:nsvc * SVC_SIZE].cast("I")
+            stride = SVC_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (*range(22), 42, 43)]
         parts.append(b"|")
         if nd:
-            if _LITTLE:
-                u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
-                stride = DEST_SIZE // 4
-                parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
-            else:
-                parts += [db[i * DEST_SIZE:i * DEST_SIZE + 28] + db[i * DEST_SIZE + 52:
-                                                                   i * DEST_SIZE + 58]
-                          for i in range(nd)]
+            u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
+            stride = DEST_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
         return b"".join(parts)
 
     @staticmethod

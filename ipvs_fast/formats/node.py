@@ -32,6 +32,7 @@ With several namespaces every node_ipvs series gets a ``namespace`` label.
 """
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 import sys
@@ -296,7 +297,19 @@ class NodeRenderer(FamilyRenderer):
         # label order in the output and the sort order of series: sorted
         # names (client_golang); _pick: each one's place in (namespace, *NODE_LABELS)
         self._names = sorted(names)
-        self._pick = [0 if n == "namespace" else 1 + NODE_LABELS.index(n) for n in self._names]
+        pick = [0 if n == "namespace" else 1 + NODE_LABELS.index(n) for n in self._names]
+        # (namespace, *NODE_LABELS values) -> the kept values in name order
+        if len(pick) > 1:
+            self._key = operator.itemgetter(*pick)
+        elif pick:
+            self._key = lambda full, _i=pick[0]: (full[_i],)
+        else:
+            self._key = lambda full: ()
+        # '{a="%s",b="%s"} ': every value but the namespace is made here
+        # (addresses, digits, hex, protocol names) and needs no escaping
+        self._block_format = ("{" + ",".join('%s="%%s"' % n for n in self._names) + "} "
+                              if self._names else " ")
+        self._ns_at = self._names.index("namespace") if namespace_label else None
         self._ns: dict = {}              # namespace -> _NodeNs
         self._merged = None              # (states, keys, blocks, groups) of the last render
         self._blocks: dict = {}          # key -> label block, the last render's keys
@@ -376,15 +389,24 @@ class NodeRenderer(FamilyRenderer):
             for st in states:
                 gmap = [rank[k] for k in st.keys]
                 groups.append(array("I", map(gmap.__getitem__, st.group)))
-        old, cache = self._blocks, {}
-        names = self._names
-        for k in keys:
-            b = old.get(k)
-            if b is None:
-                b = ("{" + ",".join('%s="%s"' % (n, escape_label_value(v))
-                                    for n, v in zip(names, k)) + "} " if k else " ").encode()
-            cache[k] = b
-        blocks = Blocks([cache[k] for k in keys])
+        old = self._blocks
+        blocks = list(map(old.get, keys))
+        if None in blocks:
+            fmt = self._block_format
+            ns_at = self._ns_at
+            esc: dict = {}
+            for i, b in enumerate(blocks):
+                if b is None:
+                    k = keys[i]
+                    if ns_at is not None:      # the only value that may need escaping
+                        ns = k[ns_at]
+                        e = esc.get(ns)
+                        if e is None:
+                            e = esc[ns] = escape_label_value(ns)
+                        k = k[:ns_at] + (e,) + k[ns_at + 1:]
+                    blocks[i] = (fmt % k).encode()
+        cache = dict(zip(keys, blocks))
+        blocks = Blocks(blocks)
         self._blocks = cache
         self._merged = (tuple(states), keys, blocks, groups)
         return blocks, groups
@@ -392,7 +414,7 @@ class NodeRenderer(FamilyRenderer):
     def _rebuild(self, ns: str, sbuf, nsvc: int, dbuf, nd: int) -> _NodeNs:
         """The series of one namespace's snapshot: each rendered
         destination's kept label values (node_exporter's rules), sorted."""
-        pick = self._pick
+        key = self._key
         dests = list(DEST_STRUCT.iter_unpack(dbuf[:nd * DEST_SIZE]))
         ipcache: dict = {}
         dkeys: list = []
@@ -414,8 +436,7 @@ class NodeRenderer(FamilyRenderer):
                 ra = ipcache.get(ak)
                 if ra is None:
                     ra = ipcache[ak] = go_ip(*ak)
-                full = (ns, la, lp, ra, str(d[D_PORT]), proto, mark)
-                dkeys.append(tuple([full[i] for i in pick]))
+                dkeys.append(key((ns, la, lp, ra, str(d[D_PORT]), proto, mark)))
         st = _NodeNs()
         st.keys = sorted(set(dkeys))
         rank = {k: i for i, k in enumerate(st.keys)}
