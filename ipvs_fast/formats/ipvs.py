@@ -383,7 +383,7 @@ class IPVSRenderer(FamilyRenderer):
                 sl = service_labels(ns, s)
                 blk = label_block(sl)
                 info = label_block({**sl, **service_info_labels(s)})
-                e = (blk.encode(), info.encode(), blk[1:], sl)
+                e = (blk.encode(), info.encode(), blk[1:], sl, _dest_info_template(sl))
             st.svcs[key] = e
             st.svc_blocks.append(e[0])
             st.svc_info.append(e[1])
@@ -395,9 +395,9 @@ class IPVSRenderer(FamilyRenderer):
                 de = st.dests.get(dkey) or old_dests.get(dkey)
                 if de is None:
                     d = DEST_STRUCT.unpack_from(db, off)
-                    dl = '{destination_address="%s",destination_port="%d",' % (
-                        addr_str(d[1], d[3]), d[2])
-                    info = label_block({**e[3], **dest_labels(e[3], d), **dest_info_labels(d)})
+                    da, dp = addr_str(d[1], d[3]), str(d[2])
+                    dl = '{destination_address="%s",destination_port="%s",' % (da, dp)
+                    info = e[4] % ((da, dp) + _dest_info_values(d))
                     de = ((dl + e[2]).encode(), info.encode())
                 st.dests[dkey] = de
                 st.dest_blocks.append(de[0])
@@ -405,6 +405,32 @@ class IPVSRenderer(FamilyRenderer):
         st.dest_index = None if order == list(range(nd)) else order
         st.svc_blocks, st.dest_blocks = Blocks(st.svc_blocks), Blocks(st.dest_blocks)
         return st
+
+
+# A destination's own labels in ipvs_destination_info, in name order (each
+# sorts the same way among any service's labels, see _dest_info_template)
+_DEST_INFO_SLOTS = ("destination_address", "destination_port", "forwarding_method",
+                    "tunnel_flags", "tunnel_port", "tunnel_type")
+
+
+def _dest_info_template(svc_labels: dict) -> str:
+    """label_block of a destination's info labels with the service's
+    labels filled in and ``%s`` for each of _DEST_INFO_SLOTS (values that
+    are made here and never need escaping)."""
+    names = sorted(list(svc_labels) + list(_DEST_INFO_SLOTS))
+    return "{" + ",".join(
+        '%s="%s"' % (n, "%s" if n in _DEST_INFO_SLOTS
+                     else escape_label_value(svc_labels[n]).replace("%", "%%"))
+        for n in names) + "} "
+
+
+def _dest_info_values(d: tuple) -> tuple:
+    """dest_info_labels(d) values in _DEST_INFO_SLOTS order (after the address and port)."""
+    fwd = d[4] & _FWD_MASK
+    if fwd == 2:
+        return (FWD_NAMES[2], _flag_list(d[12], TUN_FLAG_NAMES), str(d[11]),
+                TUN_TYPES.get(d[13], str(d[13])))
+    return FWD_NAMES.get(fwd, str(fwd)), "", "", ""
 
 
 def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:
