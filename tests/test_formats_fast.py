@@ -15,28 +15,10 @@ from ipvs_fast.formats import exposition
 from ipvs_fast.formats.exposition import go_float
 from ipvs_fast.formats.ipvs import IPVSRenderer
 from ipvs_fast.formats.node import NODE_LABELS, NodeRenderer
-from tests.test_formats import (
-    ipvs_snapshot,
-    needs_node_exporter,
-    node_reference,
-    node_snapshot,
-    only_node,
-    real_node_exporter,
-    with_totals,
-)
-from tests.test_ingress import (
-    AF6,
-    TCP,
-    UDP,
-    dest,
-    ip,
-    label_text,
-    result,
-    results_st,
-    samples,
-    snapshot,
-    svc,
-)
+from tests.test_formats import (ipvs_snapshot, needs_node_exporter, node_reference, node_snapshot,
+                                only_node, real_node_exporter, with_totals)
+from tests.test_ingress import (AF6, TCP, UDP, dest, ip, label_text, result, results_st, samples,
+                                snapshot, svc)
 
 
 @pytest.fixture(params=["native", "python"])
