@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from .formats.exposition import CONTENT_TYPE, Body
+from .formats.shared import scrape_errors_text
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +24,17 @@ class Exporter:
     *targets*: a :class:`ipvs_fast.collection.namespaces.TargetSet`
     (namespaces are collected in parallel under the deadline). *renderer*:
     the format (``render_pieces(results, build_info, extra) -> Body``).
-    *metric_filter*: ``name -> bool`` applied to the process metrics (the
-    renderer filters its own families). *service_filter*: a
+    *metric_filter*: ``name -> bool`` applied to the families appended here
+    (the renderer filters its own). *service_filter*: a
     :class:`ipvs_fast.formats.policy.ServiceFilter` applied to every
     snapshot before rendering.
 
-    ``collect(deadline)`` runs in a worker thread. Process metrics
+    ``collect(deadline)`` runs in a worker thread. After the format's own
+    families come, in every format, ``ipvs_scrape_errors_total`` (see
+    :mod:`ipvs_fast.formats.shared`) and the process metrics
     (``process_*``, the same names the Go original's default registry
-    exports) come from prometheus_client's ProcessCollector in a private
-    registry. The platform (``python_info``) and GC (``python_gc_*``)
+    exports). Process metrics come from prometheus_client's
+    ProcessCollector in a private registry. The platform (``python_info``) and GC (``python_gc_*``)
     collectors are left out: they are the Python analogue of the Go
     runtime's ``go_*`` series, which no dashboard for this exporter would use.
     """
@@ -61,11 +64,11 @@ class Exporter:
             results = self.targets.collect(deadline)
             if self.service_filter is not None:
                 results = self.service_filter.apply_results(results)
-            extra = ""
+            extra = scrape_errors_text(results)
             if self._extra is not None:
-                extra = generate_latest(self._extra).decode("utf-8")
-                if self.metric_filter is not None:
-                    extra = filter_exposition(extra, self.metric_filter)
+                extra += generate_latest(self._extra).decode("utf-8")
+            if self.metric_filter is not None:
+                extra = filter_exposition(extra, self.metric_filter)
             return self.renderer.render_pieces(results, self.build_info, extra)
 
     def close(self) -> None:

@@ -97,6 +97,11 @@ DEST_FAMILIES = _stat_families("ipvs_destination", "of the destination (real ser
     ("ipvs_destination_connection_lower_threshold", "gauge",
      "Lower connection threshold of the destination (0 = none)", ("I", 36)),
 )
+# Computed per service from its destinations' weights (not a record field).
+ZERO_WEIGHT = ("ipvs_service_destinations_zero_weight", "gauge",
+               "Number of destinations of the virtual service with weight 0 (draining or "
+               "quiesced: they get no new connections; all of them at 0 = the service "
+               "drops new connections)")
 SVC_INFO = ("ipvs_service_info", "gauge",
             "Virtual service configuration, value 1: scheduler, flags, persistence "
             "timeout (seconds), netmask, persistence engine")
@@ -112,7 +117,7 @@ NS_TOTALS = tuple(
 SERVICES = ("ipvs_services", "gauge", "Number of virtual services in the namespace")
 DESTINATIONS = ("ipvs_destinations", "gauge", "Number of destinations in the namespace")
 
-FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SVC_FAMILIES + (SVC_INFO,) \
+FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SVC_FAMILIES + (ZERO_WEIGHT, SVC_INFO) \
     + DEST_FAMILIES + (DEST_INFO,)
 
 # IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
@@ -221,8 +226,10 @@ def collect_families(results, build_info: Optional[dict] = None) -> list:
             sl = service_labels(r.namespace, s)
             for spec in SVC_FAMILIES:
                 fams[spec[0]].add_sample(spec[0], dict(sl), s[_SVC_POS[spec[3]]])
-            fams[SVC_INFO[0]].add_sample(SVC_INFO[0], {**sl, **service_info_labels(s)}, 1)
             a, b = _range(len(dests), s[21], s[22])
+            fams[ZERO_WEIGHT[0]].add_sample(ZERO_WEIGHT[0], dict(sl),
+                                            sum(1 for d in dests[a:b] if d[5] == 0))
+            fams[SVC_INFO[0]].add_sample(SVC_INFO[0], {**sl, **service_info_labels(s)}, 1)
             for d in dests[a:b]:
                 dl = dest_labels(sl, d)
                 for spec in DEST_FAMILIES:
@@ -320,6 +327,8 @@ class IPVSRenderer(FamilyRenderer):
             new_ns[r.namespace] = st
             for spec, col in zip(SVC_FAMILIES, _columns(sb, nsvc, SVC_SIZE, _SVC_SPECS)):
                 runs[spec[0]].append((st.svc_blocks, col, _conv(spec[3][0])))
+            runs[ZERO_WEIGHT[0]].append((st.svc_blocks, zero_weight_counts(sb, nsvc, db, nd),
+                                         "d"))
             runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
             if not st.dest_blocks or not self._dest_on:
                 continue
@@ -396,6 +405,29 @@ class IPVSRenderer(FamilyRenderer):
         st.dest_index = None if order == list(range(nd)) else order
         st.svc_blocks, st.dest_blocks = Blocks(st.svc_blocks), Blocks(st.dest_blocks)
         return st
+
+
+_WEIGHT_OFF = 28       # ipvs_dest_rec.weight (i32)
+_FIRST_DEST_OFF = 168  # ipvs_svc_rec.first_dest, ndests (u32, u32)
+
+
+def zero_weight_counts(sb, nsvc: int, db, nd: int) -> list:
+    """Per service, how many of its destinations have weight 0."""
+    if not nd:
+        return [0] * nsvc
+    weights = Column(db, _WEIGHT_OFF, DEST_SIZE, "i", nd) if _LITTLE else \
+        [struct.unpack_from("<i", db, i * DEST_SIZE + _WEIGHT_OFF)[0] for i in range(nd)]
+    zero = [0] * (nd + 1)          # zero[j] = destinations with weight 0 among the first j
+    acc = 0
+    for j, w in enumerate(weights[0:nd]):
+        acc += w == 0
+        zero[j + 1] = acc
+    out = []
+    for i in range(nsvc):
+        first, n = struct.unpack_from("<II", sb, i * SVC_SIZE + _FIRST_DEST_OFF)
+        a, b = _range(nd, first, n)
+        out.append(zero[b] - zero[a])
+    return out
 
 
 def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:
