@@ -80,6 +80,17 @@ def _seconds(allow_zero: bool):
     return parse
 
 
+def _docker_host(value: str) -> str:
+    if not value:
+        return ""
+    from .collection.swarm import parse_docker_host
+    try:
+        parse_docker_host(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 _margin = _seconds(allow_zero=True)
 _timeout = _seconds(allow_zero=False)
 
@@ -152,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                    action="append", default=None,
                    help="do not write metric families whose name matches one of these globs "
                         "(e.g. '*_per_second,process_*'); repeatable, comma separated")
+    p.add_argument("--docker.host", dest="docker_host", metavar="URL", type=_docker_host,
+                   default="",
+                   help="Docker Engine API (unix:///var/run/docker.sock, tcp://HOST:PORT): add "
+                        "ipvs_swarm_service_info naming the Swarm service of each fwmark "
+                        "service in ingress_sbox and lb_* namespaces; empty = off "
+                        "(default: off)")
+    p.add_argument("--docker.refresh-interval", dest="docker_refresh", metavar="SECONDS",
+                   type=_timeout, default=30.0,
+                   help="seconds between background refreshes of the Swarm service names "
+                        "(default: %(default)s)")
     p.add_argument("--version", action="version", version=f"ipvs_fast {__version__}")
     _env_defaults(p)
     return p
@@ -341,18 +362,23 @@ def main(argv: Optional[list] = None) -> int:
     backend = backends.resolve(args.backend)
     targets = TargetSet(args.namespace_path,
                         namespace_targets(backends.opener(backend), args.timeout))
+    swarm = None
+    if args.docker_host:
+        from .collection.swarm import SwarmNames
+        swarm = SwarmNames(args.docker_host, args.docker_refresh).start()
     exporter = Exporter(targets, make_renderer(args, 2 if targets.multi else 1),
                         build_info=default_build_info(backend),
                         metric_filter=args.metric_filter or None,
-                        service_filter=args.service_filter or None)
+                        service_filter=args.service_filter or None, swarm=swarm)
     server = MetricsServer(exporter, args.telemetry_path, version=__version__,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
                            scrape_timeout_margin=args.scrape_timeout_margin)
     log.info("ipvs_fast %s starting: namespace=%s format=%s backend=%s timeout=%gs "
-             "scrape-timeout=%gs-%gs gzip=%s", __version__,
+             "scrape-timeout=%gs-%gs gzip=%s docker=%s", __version__,
              ",".join(map(repr, args.namespace_path)), args.format, backend, args.timeout,
-             args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL)
+             args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL,
+             args.docker_host or "off")
     rc = 0
     try:
         run(server, args.listen_address)

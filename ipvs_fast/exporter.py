@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from .formats.exposition import CONTENT_TYPE, Body
-from .formats.shared import scrape_errors_text
+from .formats.shared import scrape_errors_text, swarm_info_text
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ class Exporter:
     *metric_filter*: ``name -> bool`` applied to the families appended here
     (the renderer filters its own). *service_filter*: a
     :class:`ipvs_fast.formats.policy.ServiceFilter` applied to every
-    snapshot before rendering.
+    snapshot before rendering. *swarm*: a
+    :class:`ipvs_fast.collection.swarm.SwarmNames` (``--docker.host``), whose
+    cached answer adds ``ipvs_swarm_service_info``.
 
     ``collect(deadline)`` runs in a worker thread. After the format's own
     families come, in every format, ``ipvs_scrape_errors_total`` (see
@@ -44,12 +46,13 @@ class Exporter:
     def __init__(self, targets, renderer, build_info: Optional[dict] = None,
                  process_metrics: bool = True,
                  metric_filter: Optional[Callable[[str], bool]] = None,
-                 service_filter=None):
+                 service_filter=None, swarm=None):
         self.targets = targets
         self.build_info = build_info
         self.renderer = renderer
         self.metric_filter = metric_filter
         self.service_filter = service_filter
+        self.swarm = swarm
         self._lock = threading.Lock()
         self._extra = None
         if process_metrics:
@@ -65,6 +68,8 @@ class Exporter:
             if self.service_filter is not None:
                 results = self.service_filter.apply_results(results)
             extra = scrape_errors_text(results)
+            if self.swarm is not None:
+                extra += swarm_info_text(self.swarm.labels(results))
             if self._extra is not None:
                 extra += generate_latest(self._extra).decode("utf-8")
             if self.metric_filter is not None:
@@ -72,6 +77,8 @@ class Exporter:
             return self.renderer.render_pieces(results, self.build_info, extra)
 
     def close(self) -> None:
+        if self.swarm is not None:
+            self.swarm.close()
         try:
             self.targets.close()
         except Exception as e:
