@@ -17,29 +17,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ipvs_fast import cli
 from ipvs_fast.formats.exposition import go_float
 from ipvs_fast.formats.ipvs import IPVSCollector, IPVSRenderer
-from ipvs_fast.formats.node import (
-    NODE_LABELS,
-    NodeCollector,
-    NodeRenderer,
-    go_ip,
-    parse_backend_labels,
-)
+from ipvs_fast.formats.node import (NODE_LABELS, NodeCollector, NodeRenderer, go_ip,
+                                    parse_backend_labels)
 from tests import procfs_text
-from tests.test_ingress import (
-    AF4,
-    AF6,
-    SCTP,
-    TCP,
-    UDP,
-    dest,
-    ip,
-    result,
-    results_st,
-    samples,
-    small_snapshot,
-    snapshot,
-    svc,
-)
+from tests.test_ingress import (AF4, AF6, SCTP, TCP, UDP, dest, ip, result, results_st, samples,
+                                small_snapshot, snapshot, svc)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
@@ -302,7 +284,8 @@ def test_ipvs_labels_and_info():
 def test_ipvs_zero_weight_destinations_per_service():
     from ipvs_fast.formats.policy import ServiceFilter, parse_selectors
     entries = [
-        (svc(fwmark=260), [dest("10.0.0.5")._replace(weight=0), dest("10.0.0.6")._replace(weight=0)]),
+        (svc(fwmark=260), [dest("10.0.0.5")._replace(weight=0),
+                           dest("10.0.0.6")._replace(weight=0)]),
         (svc(protocol=TCP, port=80, addr="10.0.0.1"), [
             dest("10.0.0.7")._replace(weight=3), dest("10.0.0.8")._replace(weight=0),
             dest("10.0.0.9")._replace(weight=-1)]),

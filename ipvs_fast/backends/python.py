@@ -40,23 +40,9 @@ from typing import List, Optional, Tuple
 
 from . import genl as g
 from .errors import IPVSError
-from .records import (
-    DEST_SIZE,
-    DEST_STRUCT,
-    REC_DEST_AF,
-    REC_PE_NAME,
-    REC_STATS32,
-    REC_STATS64,
-    REC_TUN,
-    SET_CONN_TAB_SIZE,
-    SET_TIMEOUT_TCP,
-    SET_TIMEOUT_TCP_FIN,
-    SET_TIMEOUT_UDP,
-    SET_VERSION,
-    SETTINGS_STRUCT,
-    SVC_SIZE,
-    SVC_STRUCT,
-)
+from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STATS32, REC_STATS64,
+                      REC_TUN, SET_CONN_TAB_SIZE, SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN,
+                      SET_TIMEOUT_UDP, SET_VERSION, SETTINGS_STRUCT, SVC_SIZE, SVC_STRUCT)
 from .snapshot import Snapshot, parse_ip_vs_stats, sysctl_values
 
 __all__ = ["parse_services", "parse_dests", "parse_settings", "PythonBackend"]

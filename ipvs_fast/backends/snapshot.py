@@ -4,14 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .records import (
-    DEST_SIZE,
-    SETTINGS_SIZE,
-    SVC_SIZE,
-    Settings,
-    decode_dests,
-    decode_services,
-)
+from .records import (DEST_SIZE, SETTINGS_SIZE, SVC_SIZE, Settings, decode_dests,
+                      decode_services)
 
 TOTALS_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes",
                 "cps", "inpps", "outpps", "inbps", "outbps")

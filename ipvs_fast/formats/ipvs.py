@@ -22,32 +22,11 @@ import sys
 import threading
 from typing import Optional
 
-from ..backends.records import (
-    DEST_SIZE,
-    DEST_STRUCT,
-    FWD_NAMES,
-    PROTO_NAMES,
-    SET_CONN_TAB_SIZE,
-    SET_TIMEOUT_TCP,
-    SET_TIMEOUT_TCP_FIN,
-    SET_TIMEOUT_UDP,
-    SET_VERSION,
-    SVC_SIZE,
-    SVC_STRUCT,
-    addr_str,
-    cstr,
-)
-from .exposition import (
-    Blocks,
-    Column,
-    FamilyRenderer,
-    escape_label_value,
-    family,
-    finish_families,
-    fmt_value,
-    label_block,
-    results_from,
-)
+from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SET_CONN_TAB_SIZE,
+                                 SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN, SET_TIMEOUT_UDP,
+                                 SET_VERSION, SVC_SIZE, SVC_STRUCT, addr_str, cstr)
+from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
+                         finish_families, fmt_value, label_block, results_from)
 from .policy import group_index, sum_groups
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",
@@ -205,8 +184,8 @@ def settings_samples(snap) -> list:
             out.append((TIMEOUTS, {"protocol": proto}, st[pos]))
     return out
 
-FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SETTINGS_FAMILIES + SVC_FAMILIES + (ZERO_WEIGHT, SVC_INFO) \
-    + DEST_FAMILIES + (DEST_INFO,)
+FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SETTINGS_FAMILIES + SVC_FAMILIES \
+    + (ZERO_WEIGHT, SVC_INFO) + DEST_FAMILIES + (DEST_INFO,)
 
 # IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
 SVC_FLAG_NAMES = ((0x1, "persistent"), (0x2, "hashed"), (0x4, "one-packet"),
