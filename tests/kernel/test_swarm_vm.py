@@ -132,5 +132,6 @@ def test_swarm_service_names_vm(swarm, exporter):
         assert "ipvs_up" in text
         time.sleep(REFRESH)
     wait(lambda: not info(e), 3 * REFRESH + 30, "the names to go")
-    assert "unavailable" in e.logtext()
-    assert e.logtext().count("unavailable") == 1
+    # one log line for the state change, however many refreshes failed since
+    lines = [x for x in e.logtext().splitlines() if "swarm names: Docker API" in x]
+    assert ["unavailable" in x for x in lines] == [False, True], lines
