@@ -53,6 +53,13 @@ class Exporter:
             self._extra = CollectorRegistry(auto_describe=False)
             ProcessCollector(registry=self._extra)
 
+    def add_collector(self, collector) -> None:
+        """Export *collector* (prometheus_client's ``collect()`` protocol)
+        with the process metrics, e.g. the web config's reload status."""
+        if self._extra is None:
+            self._extra = CollectorRegistry(auto_describe=False)
+        self._extra.register(collector)
+
     def collect(self, deadline: Optional[float] = None) -> Body:
         """The exposition for one scrape, as a :class:`Body`: the collection
         happens now (namespaces get *deadline* seconds), the text is made as

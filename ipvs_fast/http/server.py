@@ -27,8 +27,9 @@ from typing import Callable, Optional
 
 from aiohttp import web
 
-from .listen import bind_listen_socket, parse_listen_address, url_host
+from .listen import listen_sockets, url_host
 from .payload import Payload
+from .sites import ListenSite
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,12 @@ class MetricsServer:
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
                  version: str = "", scrape_timeout: float = 10.0,
-                 scrape_timeout_margin: float = 0.5):
+                 scrape_timeout_margin: float = 0.5, web_security=None):
         if not telemetry_path.startswith("/"):
             raise ValueError("telemetry path must start with '/'")
         self._source = source
+        #: ipvs_fast.http.webconfig.WebSecurity (--web.config.file) or None
+        self.web_security = web_security
         self.scrape_timeout = scrape_timeout
         self.scrape_timeout_margin = scrape_timeout_margin
         self.telemetry_path = telemetry_path
@@ -165,7 +168,7 @@ class MetricsServer:
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
         headers = {"Content-Type": self._source.content_type, "Vary": "Accept-Encoding",
-                   "Cache-Control": "no-store"}
+                   "Cache-Control": "no-store", **self._extra_headers()}
         if request.method == "HEAD":
             return web.Response(headers=headers)
         gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
@@ -217,7 +220,20 @@ class MetricsServer:
             log.exception("collection failed")
             return web.Response(status=500, text="collection failed\n")
 
+    def _extra_headers(self) -> dict:
+        return self.web_security.headers if self.web_security is not None else {}
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.web_security is not None:
+            refused = await self.web_security.admit(request, open_path=request.path == "/healthz")
+            if refused is not None:
+                return refused
+        resp = await self._route(request)
+        if not resp.prepared:
+            resp.headers.update(self._extra_headers())
+        return resp
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path == self.telemetry_path:
             kind = "metrics"
@@ -237,26 +253,38 @@ class MetricsServer:
         return web.Response(text="ok", content_type="text/plain")
 
     # -- lifecycle -------------------------------------------------------------
-    async def start(self, listen_address: str) -> list:
-        """Bind and start serving; returns the bound socket addresses."""
-        host, port = parse_listen_address(listen_address)
-        sock = bind_listen_socket(host, port)
+    async def start(self, listen_address) -> list:
+        """Bind and start serving; returns the bound socket addresses.
+        *listen_address*: one HOST:PORT, several, or listening sockets
+        (e.g. from systemd socket activation)."""
+        socks = listen_sockets(listen_address)
+        security = self.web_security
+        ctx = security.config.ssl_context if security is not None else None
         try:
             server = web.Server(self.handle, **self._server_kwargs)
             self._runner = web.ServerRunner(server, handle_signals=False,
                                             shutdown_timeout=self.shutdown_timeout)
             await self._runner.setup()
-            site = web.SockSite(self._runner, sock, backlog=128)
-            await site.start()
+            for sock in socks:
+                site = ListenSite(self._runner, sock, ssl_context=ctx, backlog=128)
+                await site.start()
+                if security is not None:
+                    security.add_site(site)
         except BaseException:
-            sock.close()
+            for sock in socks:
+                sock.close()
             raise
-        self.addresses = [sock.getsockname()]
+        if security is not None:
+            security.start()
+        self.addresses = [sock.getsockname() for sock in socks]
         for a in self.addresses:
-            log.info("listening on http://%s:%d%s", url_host(a), a[1], self.telemetry_path)
+            log.info("listening on %s://%s:%d%s", "https" if ctx else "http",
+                     url_host(a), a[1], self.telemetry_path)
         return self.addresses
 
     async def stop(self) -> None:
+        if self.web_security is not None:
+            await self.web_security.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
