@@ -3,9 +3,11 @@
 * ``GET``/``HEAD`` on the telemetry path -> the source's exposition,
   gzip-encoded when Accept-Encoding allows it; ``/`` landing page;
   ``/healthz``; 404 elsewhere; 405 for other methods on those paths.
-* The source is anything with ``content_type`` and ``collect(deadline) ->
-  body`` (a sized iterable of bytes pieces, e.g. :class:`ipvs_fast.exporter.
-  Exporter`); the server knows no format. Collection runs in a small thread
+* The source is anything with ``content_types`` (the media types it
+  writes, preferred first) and ``collect(deadline, content_type) -> body``
+  (a sized iterable of bytes pieces; *content_type* negotiated from the
+  request's ``Accept``), e.g. :class:`ipvs_fast.exporter.Exporter`; the
+  server knows no format. Collection runs in a small thread
   pool, never on the event loop; bodies are streamed by
   :class:`ipvs_fast.http.payload.Payload`. Concurrent scrapes share one
   in-flight collection (single-flight); a request arriving after it
@@ -28,6 +30,7 @@ from typing import Callable, Optional
 from aiohttp import web
 
 from .listen import listen_sockets, url_host
+from .negotiate import negotiate
 from .payload import Payload
 from .sites import ListenSite
 
@@ -75,18 +78,18 @@ LANDING = """<!DOCTYPE html>
 
 
 class MetricsServer:
-    """The HTTP server for *source* (``content_type`` and a thread-safe
-    ``collect(deadline_seconds) -> body``; a body is a sized iterable of
-    bytes pieces, made as the response is written).
+    """The HTTP server for *source* (``content_types`` and a thread-safe
+    ``collect(deadline_seconds, content_type) -> body``; a body is a sized
+    iterable of bytes pieces, made as the response is written).
 
     Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
     sends with every scrape) or, when absent or not a positive number,
     *scrape_timeout*; minus *scrape_timeout_margin* (time left for
     rendering, compression and transfer), but never less than half the
     timeout. Single-flight: a collection already in flight is shared by every
-    request arriving while it runs, and it runs under the deadline of the
-    request that started it (the first); later requests do not shorten or
-    extend it.
+    request for the same content type arriving while it runs, and it runs
+    under the deadline of the request that started it (the first); later
+    requests do not shorten or extend it.
 
     Responses are streamed (chunked on HTTP/1.1): see :class:`Payload`.
     *request_timeout* bounds a whole response, transfer included; a
@@ -120,7 +123,8 @@ class MetricsServer:
                                    handler_cancellation=True)
         self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
                                         thread_name_prefix="ipvs-collect")
-        self._inflight: Optional[tuple] = None     # (collection future, Payload)
+        #: content type -> (collection future, Payload) in flight
+        self._inflight: dict = {}
         self._landing = LANDING.format(version=html.escape(version),
                                        path=html.escape(telemetry_path, quote=True)).encode()
         self._runner: Optional[web.ServerRunner] = None
@@ -142,37 +146,41 @@ class MetricsServer:
                 t = v
         return max(t - self.scrape_timeout_margin, t / 2)
 
-    def _join(self, deadline: float, gzip: bool):
-        """(collection future, payload, reader): the collection in flight,
-        or a new one. Synchronous, so the reader is registered before the
-        collection can finish."""
-        if self._inflight is None or self._inflight[0].done():
+    def _join(self, deadline: float, gzip: bool, content_type: str):
+        """(collection future, payload, reader): the collection in flight
+        for *content_type*, or a new one. Synchronous, so the reader is
+        registered before the collection can finish."""
+        inflight = self._inflight.get(content_type)
+        if inflight is None or inflight[0].done():
             loop = asyncio.get_running_loop()
             self.collections += 1
             self.last_deadline = deadline
             payload = Payload(self._pool)
-            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline)
-            self._inflight = (fut, payload)
+            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline,
+                                       content_type)
+            inflight = self._inflight[content_type] = (fut, payload)
 
             def _clear(f, self=self):
-                if self._inflight is not None and self._inflight[0] is f:
-                    self._inflight = None
+                if self._inflight.get(content_type, (None,))[0] is f:
+                    del self._inflight[content_type]
             fut.add_done_callback(_clear)
-        fut, payload = self._inflight
+        fut, payload = inflight
         return fut, payload, payload.join(gzip)
 
-    def _collect_payload(self, payload: Payload, deadline: float) -> None:
-        body = self._source.collect(deadline)
+    def _collect_payload(self, payload: Payload, deadline: float, content_type: str) -> None:
+        body = self._source.collect(deadline, content_type)
         payload.length = len(body)
         payload.pieces = iter(body)
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
-        headers = {"Content-Type": self._source.content_type, "Vary": "Accept-Encoding",
+        content_type = negotiate(request.headers.get("Accept"), self._source.content_types)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding",
                    "Cache-Control": "no-store", **self._extra_headers()}
         if request.method == "HEAD":
             return web.Response(headers=headers)
         gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
-        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip)
+        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip,
+                                          content_type)
         try:
             # shield: a disconnecting client must not cancel the shared collection
             await asyncio.shield(fut)
