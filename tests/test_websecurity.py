@@ -590,3 +590,108 @@ def _client_hello(ctx) -> bytes:
     except ssl.SSLWantReadError:
         pass
     return out.read()
+
+
+# -- the command line --------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_exporter(args, env=None, **kw):
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "ipvs_fast", "--namespace-path", "", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                            cwd=ROOT, **kw)
+
+
+def test_invalid_file_at_start_exits_2(tmp_path):
+    write(tmp_path / "web.yml", "tls_server_config:\n  cert_file: a.crt\n  certfile: b\n")
+    for args, env in (([f"--web.config.file={tmp_path / 'web.yml'}"], {}),
+                      ([], {"IPVS_FAST_WEB_CONFIG_FILE": str(tmp_path / "web.yml")})):
+        p = run_exporter(["--listen-address", "127.0.0.1:0", *args], env)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 2
+        assert "--web.config.file" in err and "line 3" in err and "'certfile'" in err
+    p = run_exporter(["--listen-address", "127.0.0.1:0",
+                      f"--web.config.file={tmp_path / 'missing.yml'}"])
+    assert p.wait(60) == 2 and "missing.yml" in p.stderr.read()
+
+
+def _get_tls(port, ctx, path="/healthz"):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        c.request("GET", path)
+        return c.getresponse().status
+    finally:
+        c.close()
+
+
+def _wait_listening(port, proc, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("exporter not listening: " + (proc.stderr.read() if proc.poll()
+                                                        is not None else ""))
+
+
+def test_node_exporter_flag_names_several_listeners(pki, tmp_path):
+    write(tmp_path / "web.yml", tls_config(pki))
+    ports = [_free_port(), _free_port()]
+    p = run_exporter([f"--web.listen-address=127.0.0.1:{ports[0]}",
+                      f"--web.listen-address=127.0.0.1:{ports[1]}",
+                      "--web.telemetry-path=/m", f"--web.config.file={tmp_path / 'web.yml'}"])
+    try:
+        ctx = ssl.create_default_context(cafile=pki.ca_file)
+        for port in ports:
+            _wait_listening(port, p)
+            assert _get_tls(port, ctx, "/m") == 200
+            assert _get_tls(port, ctx, "/metrics") == 404
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate not installed")
+def test_systemd_socket_activation(pki, tmp_path):
+    write(tmp_path / "web.yml", tls_config(pki))
+    port = _free_port()
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+                          "-E", "PYTHONPATH", sys.executable, "-m", "ipvs_fast",
+                          "--namespace-path", "", "--web.systemd-socket",
+                          "--listen-address", "127.0.0.1:1",     # ignored
+                          f"--web.config.file={tmp_path / 'web.yml'}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                         cwd=ROOT)
+    try:
+        _wait_listening(port, p)
+        ctx = ssl.create_default_context(cafile=pki.ca_file)
+        end = time.monotonic() + 60
+        while True:        # systemd-socket-activate starts the exporter on the first connection
+            try:
+                assert _get_tls(port, ctx, "/metrics") == 200
+                break
+            except (OSError, http.client.HTTPException):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+    finally:
+        p.terminate()
+        p.wait(30)
+    # without the sockets: a clear error, not a crash
+    q = run_exporter(["--web.systemd-socket"])
+    assert q.wait(60) == 1 and "socket activation" in q.stderr.read()
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
