@@ -37,6 +37,7 @@ import re
 import ssl
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -331,7 +332,9 @@ def _tls(node: _Node, directory: str, files: list, where: str):
     if lo > hi:
         node.fail(f"min_version {versions['min_version']} is above "
                   f"max_version {versions['max_version']}")
-    ctx.minimum_version, ctx.maximum_version = lo, hi
+    with warnings.catch_warnings():     # TLS 1.0/1.1 are deprecated: asked for explicitly
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version, ctx.maximum_version = lo, hi
     seclevel = ":@SECLEVEL=0" if lo < ssl.TLSVersion.TLSv1_2 else ""
 
     names = t["cipher_suites"].strings() if "cipher_suites" in t else []
