@@ -13,6 +13,7 @@ services created with --no-resolve-image.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -65,8 +66,7 @@ class Dockerd:
         self.proc = subprocess.Popen(
             [DOCKERD, "--host", self.host, "--data-root", self.data_root,
              "--exec-root", self.exec_root, "--pidfile", os.path.join(self.base, "docker.pid"),
-             "--storage-driver", "vfs", "--deprecated-key-path",
-             os.path.join(self.base, "key.json"), "--log-level", "warn"],
+             "--storage-driver", "vfs", "--config-file", self._config(), "--log-level", "warn"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -78,6 +78,15 @@ class Dockerd:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"dockerd did not answer in {timeout}s: {self.logtext()}")
             time.sleep(0.5)
+
+    def _config(self) -> str:
+        """daemon.json: the trust key (20.10 writes one at first start) goes
+        to tmpfs too -- the host's /etc/docker is read-only here, and the key
+        path is a config-file setting only."""
+        path = os.path.join(self.base, "daemon.json")
+        with open(path, "w") as f:
+            json.dump({"deprecated-key-path": os.path.join(self.base, "key.json")}, f)
+        return path
 
     @staticmethod
     def _cgroups() -> None:
