@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 OUT = os.environ["BENCH_OUT"]
 FLOOR = os.path.join(OUT, "floor")
-SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",") if x]
 CURL_SIZES = [int(x) for x in os.environ.get("BENCH_CURL_SIZES", "5000").split(",") if x]
 SKIP = set(os.environ.get("BENCH_SKIP", "").split(","))
 FORMATS = {"native": "ingress", "node_fmt": "node", "ipvs_fmt": "ipvs"}   # exporter -> format
