@@ -124,6 +124,20 @@ static void copy_str(char *dst, size_t dstlen, const uint8_t *p, size_t plen)
     memcpy(dst, p, n);
 }
 
+/*
+ * Bytes from one netlink message or attribute (length n, already checked to
+ * be <= left) to the next: n rounded up to 4, or all that is left when the
+ * padding would run past the end. In size_t throughout: NLMSG_ALIGN's mask is
+ * 32 bits wide, so NLMSG_ALIGN((size_t)0xFFFFFFFD) is 0 and a walk using it
+ * would never advance.
+ */
+static size_t advance4(size_t n, size_t left)
+{
+    size_t pad = (4 - (n & 3)) & 3;
+
+    return pad > left - n ? left : n + pad;
+}
+
 /* ------------------------------------------------------------------------ */
 /* attribute iterator                                                       */
 
@@ -161,14 +175,9 @@ static int attr_next(struct attr_iter *it, struct attr *a)
     a->type = nla_type & NLA_TYPE_MASK;
     a->data = it->p + NLA_HDRLEN;
     a->len = (size_t)nla_len - NLA_HDRLEN;
-    adv = NLA_ALIGN((size_t)nla_len);
-    if (adv >= it->left) {
-        it->p += it->left;
-        it->left = 0;
-    } else {
-        it->p += adv;
-        it->left -= adv;
-    }
+    adv = advance4(nla_len, it->left);
+    it->p += adv;
+    it->left -= adv;
     return 1;
 }
 
@@ -539,14 +548,9 @@ static int parse_msgs(struct parse_ctx *c, const uint8_t *buf, size_t len)
         }
         payload = buf + NLMSG_HDRLEN;
         plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-        if (adv >= len) {
-            buf += len;
-            len = 0;
-        } else {
-            buf += adv;
-            len -= adv;
-        }
+        adv = advance4(nlh.nlmsg_len, len);
+        buf += adv;
+        len -= adv;
 
         if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
             continue;       /* stale or foreign message */
@@ -891,13 +895,9 @@ static int resolve_family(ipvs_handle *h, char *errbuf, size_t errlen)
             }
             payload = buf + NLMSG_HDRLEN;
             plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-            adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-            if (adv >= len) {
-                len = 0;
-            } else {
-                buf += adv;
-                len -= adv;
-            }
+            adv = advance4(nlh.nlmsg_len, len);
+            buf += adv;
+            len -= adv;
             if (nlh.nlmsg_seq != seq || nlh.nlmsg_pid != h->portid)
                 continue;
             if (nlh.nlmsg_type == NLMSG_ERROR) {
