@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from ipvs_fast import native
+from ipvs_fast.backends import native
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"extension not built: {native.import_error()}")
