@@ -6,8 +6,9 @@ open()s it plainly loses a worker for good, and once all are lost every
 namespace reports ipvs_up 0. Required, for both backends: every scrape
 returns without waiting for the deadline, the real namespace stays
 ipvs_up 1, each odd path is ipvs_up 0 with the reason logged once, and no
-exporter thread is left blocked in open() -- checked against a process that
-is (its /proc/PID/syscall shows the signature looked for).
+exporter thread is left blocked in open() of a FIFO -- checked against a
+process that is (it shows the signature looked for: openat in
+/proc/PID/task/TID/syscall, waiting in fifo_open in .../wchan).
 """
 import os
 import subprocess
@@ -68,12 +69,30 @@ def threads(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
+FIFO_WCHANS = ("fifo_open", "wait_for_partner")     # where open() waits for a writer
+
+
+def in_fifo_open(pid: int) -> set:
+    out = set()
+    for tid, n in thread_syscalls(pid).items():
+        if n != SYS_OPENAT:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                wchan = f.read().strip()
+        except OSError:
+            continue
+        if wchan in FIFO_WCHANS:
+            out.add(tid)
+    return out
+
+
 def blocked_in_open(pid: int) -> list:
-    """Threads in openat() in two looks half a second apart (a passing
-    openat of a /proc file is not caught twice)."""
-    first = {t for t, n in thread_syscalls(pid).items() if n == SYS_OPENAT}
+    """Threads waiting in openat() for a FIFO's writer, in two looks half a
+    second apart."""
+    first = in_fifo_open(pid)
     time.sleep(0.5)
-    return sorted(t for t, n in thread_syscalls(pid).items() if n == SYS_OPENAT and t in first)
+    return sorted(first & in_fifo_open(pid))
 
 
 def test_fifo_glob_loses_no_worker(odd_dir, exporter, tmp_path):
@@ -84,9 +103,14 @@ def test_fifo_glob_loses_no_worker(odd_dir, exporter, tmp_path):
     try:
         deadline = time.monotonic() + 30
         while not blocked_in_open(control.pid):
-            assert time.monotonic() < deadline, thread_syscalls(control.pid)
+            assert time.monotonic() < deadline, {
+                t: (n, open(f"/proc/{control.pid}/task/{t}/wchan").read())
+                for t, n in thread_syscalls(control.pid).items()}
     finally:
-        os.close(os.open(control_fifo, os.O_WRONLY | os.O_NONBLOCK))
+        try:
+            os.close(os.open(control_fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:         # not (yet) reading: nothing to release
+            control.kill()
         control.wait(30)
 
     env = dict(os.environ, IPVS_FAST_SCRAPE_TIMEOUT=str(SCRAPE_TIMEOUT))
