@@ -147,9 +147,9 @@ def test_shipped_rules_and_dashboards_on_real_prometheus(lab, exporter, promethe
         assert prom.value('kube_service:ipvs_service_connections:rate5m{service="web-v6"}') > 0
         named = {(r["metric"]["namespace"], r["metric"]["service"], r["metric"]["virtual_service"])
                  for r in prom.query("kube_service:ipvs_destinations:count")}
-        assert named == {("shop", "web", "tcp 10.77.100.1:80"), ("shop", "web", "tcp 10.77.100.1:443"),
-                         ("shop", "web", "udp 10.77.100.1:53"),
-                         ("shop", "web-v6", "tcp [fd77:100::1]:80")}, named
+        assert named == {("shop", "web", f"{proto} 10.77.100.1:{port}")   # topo.STANDARD_RULES
+                         for proto, port in (("tcp", 80), ("udp", 53), ("tcp", 443), ("tcp", 8081))
+                         } | {("shop", "web-v6", "tcp [fd77:100::1]:80")}, named
 
         # The blackhole alert fires for that service only, after its `for` (1m).
         def firing():
