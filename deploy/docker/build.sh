@@ -17,7 +17,7 @@
 # Environment: DOCKER (client, default docker; it must have BuildKit, e.g.
 # Debian's docker.io), IMAGE (default ipvs-fast-exporter), BUILDER_IMAGE,
 # RUNTIME_IMAGE, IPVS_FAST_CACHE (where the base tarball is kept, default
-# /var/cache/ipvs-fast). The local base needs root and debootstrap.
+# /var/lib/ipvs-fast). The local base needs root and debootstrap.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DOCKER=${DOCKER:-docker}
@@ -25,7 +25,7 @@ IMAGE=${IMAGE:-ipvs-fast-exporter}
 OFFICIAL=python:3.11-slim-bookworm
 BUILDER_IMAGE=${BUILDER_IMAGE:-$OFFICIAL}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-$OFFICIAL}
-CACHE=${IPVS_FAST_CACHE:-/var/cache/ipvs-fast}
+CACHE=${IPVS_FAST_CACHE:-/var/lib/ipvs-fast}
 LOCAL_BASE=ipvs-fast-base:bookworm
 SAVE=""
 if [ "${1:-}" = "--save" ]; then SAVE=$2; shift 2; fi
