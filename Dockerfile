@@ -35,6 +35,7 @@ COPY . .
 # pip itself, which the runtime stage runs from its wheel without installing it.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-cert \
+    --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     /build/bin/pip wheel --quiet --wheel-dir /wheels . ; \
     /build/bin/pip download --quiet --no-deps --dest /wheels/pip pip
