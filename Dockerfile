@@ -57,7 +57,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip_wheel=$(echo /wheels/pip/pip-*.whl); \
     /opt/ipvs-fast/bin/python "$pip_wheel/pip" install --quiet --no-index \
         --no-cache-dir --disable-pip-version-check --find-links /wheels ipvs_fast; \
-    /opt/ipvs-fast/bin/python -c 'import ipvs_fast.native as n; assert n.available(), "C core missing"'
+    /opt/ipvs-fast/bin/python -c 'import ipvs_fast.backends.native as n; assert n.available(), "C core missing"'
 ENV PATH=/opt/ipvs-fast/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -17,8 +17,8 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from ipvs_fast.records import Dest, Service  # noqa: E402
-from tests import nlencode as nle             # noqa: E402
+from ipvs_fast.backends.records import Dest, Service  # noqa: E402
+from tests import nlencode as nle  # noqa: E402
 
 CACHE = os.path.join(HERE, ".cache")
 _V = 3  # bump to invalidate caches
@@ -74,10 +74,11 @@ def replies(nsvc: int, ndest: int = 10):
 
 def snapshot(nsvc: int, ndest: int = 10):
     """A Snapshot (packed records) of the synthetic state, via the Python parser."""
-    from ipvs_fast.pybackend import parse_dests, parse_services
-    from ipvs_fast.records import DEST_SIZE, SVC_SIZE
-    from ipvs_fast.snapshot import Snapshot
     import struct
+
+    from ipvs_fast.backends.python import parse_dests, parse_services
+    from ipvs_fast.backends.records import DEST_SIZE, SVC_SIZE
+    from ipvs_fast.backends.snapshot import Snapshot
     os.makedirs(CACHE, exist_ok=True)
     path = os.path.join(CACHE, f"snapshot-v{_V}-{nsvc}x{ndest}.pkl")
     try:

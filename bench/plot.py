@@ -8,9 +8,9 @@ import os
 import statistics
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from summary import RES, load, pb_medians  # noqa: E402  (bench/ is on sys.path)
 
 

@@ -23,9 +23,10 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 os.path.dirname(os.path.abspath(__file__))]
 
 import gen  # noqa: E402
-from ipvs_fast.ingress import IngressCollector, Renderer  # noqa: E402
-from ipvs_fast.target import CollectResult  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+
+from ipvs_fast.collection.target import CollectResult  # noqa: E402
+from ipvs_fast.formats.ingress import IngressCollector, IngressRenderer  # noqa: E402
 
 
 def main():
@@ -37,7 +38,7 @@ def main():
         reg.register(IngressCollector(lambda: [result]))
         fn = lambda: generate_latest(reg)  # noqa: E731
     else:
-        r = Renderer()
+        r = IngressRenderer()
         fn = lambda: r.render([result])  # noqa: E731
         if mode in ("ours_warm", "ours_streamed"):
             body = fn()

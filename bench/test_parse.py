@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import struct
 
+import gen
 import pytest
 
-import gen
-from ipvs_fast import native, pybackend
-from ipvs_fast.records import DEST_SIZE, SVC_SIZE
+from ipvs_fast.backends import native
+from ipvs_fast.backends import python as pybackend
+from ipvs_fast.backends.records import DEST_SIZE, SVC_SIZE
 
 SIZES = [1000, 10000, 50000]
 _FD = struct.Struct("<II")

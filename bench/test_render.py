@@ -1,4 +1,4 @@
-"""Render, host: ipvs_fast.ingress.render vs prometheus_client
+"""Render, host: ipvs_fast.formats.ingress.render vs prometheus_client
 generate_latest (a registry holding IngressCollector) on the same snapshot,
 ~100k and ~1M samples (N services x 10 dests = 54 samples per service);
 peak RSS of each (subprocess, ru_maxrss delta); gzip of the body, ISA-L
@@ -14,12 +14,12 @@ import subprocess
 import sys
 import zlib
 
+import gen
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-import gen
-from ipvs_fast.ingress import IngressCollector, Renderer
-from ipvs_fast.target import CollectResult
+from ipvs_fast.collection.target import CollectResult
+from ipvs_fast.formats.ingress import IngressCollector, IngressRenderer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = {"100k": 1852, "1M": 18519}     # x 54 samples ~= 100k / 1M
@@ -44,15 +44,15 @@ def _samples(body: bytes) -> int:
 
 
 def test_same_samples(result):
-    ours = Renderer().render([result])
+    ours = IngressRenderer().render([result])
     theirs = generate_latest(_registry(result))
     assert _samples(ours) == _samples(theirs)
 
 
 @pytest.mark.benchmark(group="render")
 def test_render_ours_cold(benchmark, result):
-    """First render: empty label cache (a fresh Renderer each round)."""
-    out = benchmark.pedantic(lambda r: r.render([result]), setup=lambda: ((Renderer(),), {}),
+    """First render: empty label cache (a fresh IngressRenderer each round)."""
+    out = benchmark.pedantic(lambda r: r.render([result]), setup=lambda: ((IngressRenderer(),), {}),
                              rounds=5, warmup_rounds=0)
     benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
 
@@ -60,7 +60,7 @@ def test_render_ours_cold(benchmark, result):
 @pytest.mark.benchmark(group="render")
 def test_render_ours_warm(benchmark, result):
     """Steady state: same services, new values (label blocks cached)."""
-    r = Renderer()
+    r = IngressRenderer()
     r.render([result])
     out = benchmark.pedantic(r.render, args=([result],), rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
@@ -70,7 +70,7 @@ def test_render_ours_warm(benchmark, result):
 def test_render_ours_streamed(benchmark, result):
     """Steady state as the server does it: the body planned (its length
     known) and read piece by piece, never joined into one bytes."""
-    r = Renderer()
+    r = IngressRenderer()
     r.render([result])
 
     def stream():
@@ -91,7 +91,7 @@ def test_render_generate_latest(benchmark, result):
 
 @pytest.fixture(scope="module")
 def body(result):
-    return Renderer().render([result])
+    return IngressRenderer().render([result])
 
 
 @pytest.mark.benchmark(group="gzip")

@@ -174,8 +174,8 @@ def scrape_duration(body: bytes) -> float:
 
 
 def main():
-    from ipvs_fast.native import NativeBackend
-    from ipvs_fast.pybackend import PythonBackend
+    from ipvs_fast.backends.native import NativeBackend
+    from ipvs_fast.backends.python import PythonBackend
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
     RESULTS["meta"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),

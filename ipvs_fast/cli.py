@@ -42,7 +42,7 @@ def env_name(flag: str) -> str:
 
 
 def _backend_labels(value: str) -> tuple:
-    from .nodefmt import parse_backend_labels
+    from .formats.node import parse_backend_labels
     try:
         return parse_backend_labels(value)
     except ValueError as e:
@@ -50,7 +50,7 @@ def _backend_labels(value: str) -> tuple:
 
 
 def _listen_address(value: str) -> str:
-    from .server import parse_listen_address
+    from .http.listen import parse_listen_address
     try:
         parse_listen_address(value)
     except ValueError as e:
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _node_labels() -> tuple:
-    from .nodefmt import NODE_LABELS
+    from .formats.node import NODE_LABELS
     return NODE_LABELS
 
 
@@ -231,7 +231,8 @@ def _list_values(p: argparse.ArgumentParser, args) -> dict:
 def _policy(p: argparse.ArgumentParser, args, from_env: dict) -> None:
     """Parse the cardinality flags into args.service_filter,
     args.metric_filter and args.destinations (p.error naming the flag)."""
-    from .policy import FamilyFilter, ServiceFilter, parse_destination_labels, parse_selectors
+    from .formats.policy import (FamilyFilter, ServiceFilter, parse_destination_labels,
+                                 parse_selectors)
 
     def fail(flag, dest, e):
         src = ""
@@ -249,7 +250,7 @@ def _policy(p: argparse.ArgumentParser, args, from_env: dict) -> None:
         except ValueError as e:
             fail(flag, dest, e)
     args.service_filter = ServiceFilter(sel["service_include"], sel["service_exclude"])
-    from .policy import split_list
+    from .formats.policy import split_list
     globs = {}
     for flag, dest in (("--metrics.include", "metrics_include"),
                        ("--metrics.exclude", "metrics_exclude")):
@@ -312,32 +313,35 @@ def make_renderer(args, namespaces: int = 1):
     mf = getattr(args, "metric_filter", None) or None
     dests = getattr(args, "destinations", None)
     if args.format == "node":
-        from .nodefmt import NodeRenderer
+        from .formats.node import NodeRenderer
         return NodeRenderer(args.node_backend_labels, namespace_label=namespaces > 1,
                             metric_filter=mf)
     if args.format == "ipvs":
-        from .ipvsfmt import IPVSRenderer
+        from .formats.ipvs import IPVSRenderer
         return IPVSRenderer(metric_filter=mf, destinations=dests)
-    from .ingress import Renderer
-    return Renderer(metric_filter=mf, destinations=dests)
+    from .formats.ingress import IngressRenderer
+    return IngressRenderer(metric_filter=mf, destinations=dests)
 
 
 def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
-    from .ingress import default_build_info
-    from .namespaces import TargetSet
-    from .server import GZIP_IMPL, Exporter, MetricsServer, run
-    from .target import resolve_backend
+    from . import backends
+    from .collection.namespaces import TargetSet, namespace_targets
+    from .exporter import Exporter
+    from .formats.ingress import default_build_info
+    from .http.payload import GZIP_IMPL
+    from .http.server import MetricsServer, run
 
-    backend = resolve_backend(args.backend)
-    targets = TargetSet(args.namespace_path, backend=backend, timeout=args.timeout)
-    exporter = Exporter(targets, build_info=default_build_info(backend),
-                        renderer=make_renderer(args, 2 if targets.multi else 1),
+    backend = backends.resolve(args.backend)
+    targets = TargetSet(args.namespace_path,
+                        namespace_targets(backends.opener(backend), args.timeout))
+    exporter = Exporter(targets, make_renderer(args, 2 if targets.multi else 1),
+                        build_info=default_build_info(backend),
                         metric_filter=args.metric_filter or None,
                         service_filter=args.service_filter or None)
-    server = MetricsServer(exporter.collect_pieces, args.telemetry_path, version=__version__,
+    server = MetricsServer(exporter, args.telemetry_path, version=__version__,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
                            scrape_timeout_margin=args.scrape_timeout_margin)

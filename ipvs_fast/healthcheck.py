@@ -26,7 +26,7 @@ def exporter_argv(cmdline: bytes) -> list:
 
 def health_url(argv: list) -> str:
     from .cli import parse_args
-    from .server import parse_listen_address
+    from .http.listen import parse_listen_address
 
     host, port = parse_listen_address(parse_args(argv).listen_address)
     if host in ("", "0.0.0.0"):

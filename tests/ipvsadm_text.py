@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import socket
 
-from ipvs_fast.records import PROTO_NAMES, addr_str
+from ipvs_fast.backends.records import PROTO_NAMES, addr_str
 
 _SVC_RE = re.compile(r"^(TCP|UDP|SCTP|FWM)\s+(\S+)(.*)$")
 _DEST_RE = re.compile(r"^\s+->\s+(\S+)(.*)$")
@@ -88,7 +88,7 @@ def key_of_dest(dest) -> tuple:
 
 def snapshot_view(snapshot, fields: str = "stats") -> dict:
     """Render a Snapshot in the same shape as parse_listing/parse_plain output."""
-    from ipvs_fast.records import FWD_NAMES
+    from ipvs_fast.backends.records import FWD_NAMES
     services, dests = snapshot.decoded()
     out = {}
     for i, s in enumerate(services):

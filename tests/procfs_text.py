@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from ipvs_fast.records import decode_dests, decode_services, cstr
+from ipvs_fast.backends.records import cstr, decode_dests, decode_services
 
 _PROTO = {6: "TCP", 17: "UDP", 132: "SCTP", 0: "IP"}
 _FWD = {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route", 4: "Bypass"}

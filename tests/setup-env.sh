@@ -27,5 +27,5 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip > /dev/null 2>&1 || true
 "$VENV/bin/pip" install -e "$ROOT[test]" "virtme-ng==1.42" > /tmp/ipvs-fast-pip.log 2>&1 \
     || { tail -40 /tmp/ipvs-fast-pip.log; exit 1; }
-"$VENV/bin/python" -c "import ipvs_fast.native as n; assert n.available(), 'C core did not build'"
+"$VENV/bin/python" -c "import ipvs_fast.backends.native as n; assert n.available(), 'C core did not build'"
 echo "environment ready: $VENV"

@@ -1,13 +1,13 @@
-"""The piecewise text exposition (ipvs_fast.exposition.plan_exposition) and
+"""The piecewise text exposition (ipvs_fast.formats.exposition.plan_exposition) and
 the C formatter behind it, against a line-by-line reference."""
 import random
 import struct
 
 import pytest
 
-from ipvs_fast import exposition
-from ipvs_fast.exposition import (EXACT_LIMIT, SEGMENT_SAMPLES, Blocks, Column, fmt_value,
-                                  plan_exposition, render_exposition)
+from ipvs_fast.formats import exposition
+from ipvs_fast.formats.exposition import (EXACT_LIMIT, SEGMENT_SAMPLES, Blocks, Column, fmt_value,
+                                          plan_exposition, render_exposition)
 
 SPEC = ("test_family_total", "counter", "A test family")
 REC = struct.Struct("<I4xQ")          # a 16-byte record: u32 at 0, u64 at 8

@@ -2,7 +2,6 @@
 exact expected outputs, renderer vs prometheus_client collector, and the
 real node_exporter binary on a fake procfs made from the same snapshot."""
 import dataclasses
-import os
 import shutil
 import socket
 import subprocess
@@ -16,14 +15,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ipvs_fast import cli
-from ipvs_fast.exposition import go_float
-from ipvs_fast.ipvsfmt import IPVSCollector, IPVSRenderer
-from ipvs_fast.nodefmt import (NODE_LABELS, NodeCollector, NodeRenderer, go_ip,
-                               parse_backend_labels)
-from ipvs_fast.records import Dest, Service
+from ipvs_fast.formats.exposition import go_float
+from ipvs_fast.formats.ipvs import IPVSCollector, IPVSRenderer
+from ipvs_fast.formats.node import (NODE_LABELS, NodeCollector, NodeRenderer, go_ip,
+                                    parse_backend_labels)
 from tests import procfs_text
-from tests.test_ingress import (AF4, AF6, SCTP, TCP, UDP, dest, ip, result, results_st,
-                                samples, small_snapshot, snapshot, stats, svc)
+from tests.test_ingress import (AF4, AF6, SCTP, TCP, UDP, dest, ip, result, results_st, samples,
+                                small_snapshot, snapshot, svc)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
@@ -242,7 +240,7 @@ def ipvs_snapshot():
     d[0] = d[0]._replace(fwd_method=2, tun_type=1, tun_port=6080, tun_flags=1,
                          weight=5, u_thresh=100, l_thresh=10, persist_conns=4)
     d[1] = d[1]._replace(fwd_method=3)
-    from ipvs_fast.records import pack_dest, pack_service
+    from ipvs_fast.backends.records import pack_dest, pack_service
     return dataclasses.replace(snap, services=b"".join(map(pack_service, s)),
                                dests=b"".join(map(pack_dest, d)), totals=TOTALS)
 
@@ -284,7 +282,7 @@ def test_ipvs_labels_and_info():
 
 
 def test_ipvs_every_family_documented():
-    from ipvs_fast.ipvsfmt import FAMILIES
+    from ipvs_fast.formats.ipvs import FAMILIES
     doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
     for spec in FAMILIES:
         assert f"`{spec[0]}`" in doc, spec[0]
@@ -313,7 +311,7 @@ def test_ipvs_cache_follows_changes():
     a = r.render([result(snap)])
     assert r.render([result(snap)]) == a
     services, dests = snap.decoded()
-    from ipvs_fast.records import pack_dest
+    from ipvs_fast.backends.records import pack_dest
     d = list(dests)
     d[2] = d[2]._replace(fwd_method=3)        # only an info label changes
     snap2 = dataclasses.replace(snap, dests=b"".join(map(pack_dest, d)))

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ipvs_fast import ingress
-from ipvs_fast.ingress import IngressCollector, Renderer, collect_families, render
-from ipvs_fast.records import (DEST_STRUCT, SVC_STRUCT, Dest, Service, pack_dest,
-                               pack_service)
-from ipvs_fast.snapshot import Snapshot
-from ipvs_fast.target import CollectResult
+from ipvs_fast.backends.records import (DEST_STRUCT, SVC_STRUCT, Dest, Service, pack_dest,
+                                         pack_service)
+from ipvs_fast.backends.snapshot import Snapshot
+from ipvs_fast.collection.target import CollectResult
+from ipvs_fast.formats import exposition, ingress
+from ipvs_fast.formats.ingress import (IngressCollector, IngressRenderer, collect_families, render)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AF4, AF6 = socket.AF_INET, socket.AF_INET6
@@ -137,7 +137,7 @@ def by_name(text):
 
 def test_small_fixture_exact():
     res = [result(small_snapshot(), ports=SMALL_PORTS, duration=0.25)]
-    out = Renderer().render(res, BUILD_INFO)
+    out = IngressRenderer().render(res, BUILD_INFO)
     expected = (FIXTURES / "ingress_small.prom").read_bytes()
     assert out.decode() == expected.decode()
     # and the prometheus_client collector agrees sample for sample
@@ -147,7 +147,7 @@ def test_small_fixture_exact():
 def test_small_fixture_module_render_and_repeat():
     res = [result(small_snapshot(), ports=SMALL_PORTS, duration=0.25)]
     expected = (FIXTURES / "ingress_small.prom").read_bytes()
-    r = Renderer()
+    r = IngressRenderer()
     for _ in range(3):          # cold, then cached
         assert r.render(res, BUILD_INFO) == expected
     assert render(res, BUILD_INFO) == expected
@@ -294,8 +294,8 @@ def test_odd_namespace_strings(ns):
 
 
 def test_escaping_functions():
-    assert ingress.escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
-    assert ingress.escape_help('a\\b"c\nd') == 'a\\\\b"c\\nd'
+    assert exposition.escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    assert exposition.escape_help('a\\b"c\nd') == 'a\\\\b"c\\nd'
 
 
 # -- collector ----------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_big_endian_fallback_path(monkeypatch):
     res = [result(small_snapshot(), ports=SMALL_PORTS, duration=0.25)]
     expected = (FIXTURES / "ingress_small.prom").read_bytes()
     monkeypatch.setattr(ingress, "_LITTLE", False)
-    r = Renderer()
+    r = IngressRenderer()
     assert r.render(res, BUILD_INFO) == expected
     assert r.render(res, BUILD_INFO) == expected
 
@@ -353,7 +353,7 @@ def _many(n_svc, n_dest, base=0, mark_base=256):
 
 
 def test_cache_bounded_under_churn():
-    r = Renderer()
+    r = IngressRenderer()
     for gen in range(20):
         snap = _many(50, 4, base=gen * 50)
         out = r.render([result(snap)])
@@ -365,7 +365,7 @@ def test_cache_bounded_under_churn():
 
 def test_cache_follows_changes():
     """Every change that affects labels must show up despite the cache."""
-    r = Renderer()
+    r = IngressRenderer()
     base = small_snapshot()
     variants = [
         (base, SMALL_PORTS),
@@ -380,7 +380,7 @@ def test_cache_follows_changes():
     ]
     for snap, ports in variants:
         res = [result(snap, ports=ports)]
-        assert r.render(res) == Renderer().render(res)
+        assert r.render(res) == IngressRenderer().render(res)
         assert samples(r.render(res)) == samples(reference(res))
 
 
@@ -395,7 +395,7 @@ def test_malformed_ranges_match_collector():
     s4 = pack_service(svc(protocol=TCP, port=4, addr="1.1.1.1")._replace(first_dest=77, ndests=1))
     snap = Snapshot(s1 + s2 + s3 + s4, b"".join(d))
     res = [result(snap)]
-    r = Renderer()
+    r = IngressRenderer()
     for _ in range(2):
         assert samples(r.render(res)) == samples(reference(res))
 
@@ -456,10 +456,10 @@ def results_st(draw):
     {"version": label_text, "backend": label_text, "python_version": label_text})))
 def test_renderer_matches_collector(results, build_info):
     ref = samples(reference(results, build_info))
-    assert samples(Renderer().render(results, build_info)) == ref
+    assert samples(IngressRenderer().render(results, build_info)) == ref
 
 
-_shared = Renderer()
+_shared = IngressRenderer()
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -468,16 +468,16 @@ def test_cached_renderer_matches_fresh(sequence):
     """A long-lived renderer (warm, stale cache from earlier examples) renders
     each snapshot exactly like a fresh one."""
     for results in sequence:
-        assert _shared.render(results) == Renderer().render(results)
+        assert _shared.render(results) == IngressRenderer().render(results)
 
 
 def test_extra_text_appended():
     res = [result(ns="/x", up=False)]
     extra = "# HELP p q\n# TYPE p gauge\np 1\n"
-    out = Renderer().render(res, None, extra).decode()
-    assert out == Renderer().render(res).decode() + extra
+    out = IngressRenderer().render(res, None, extra).decode()
+    assert out == IngressRenderer().render(res).decode() + extra
     assert ("p", (), 1) in samples(out)
-    assert Renderer().render([], None, "p 1") == b"p 1\n"
+    assert IngressRenderer().render([], None, "p 1") == b"p 1\n"
 
 
 def test_collector_and_render_accept_single_items():

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from ipvs_fast import pybackend
-from ipvs_fast.records import DEST_STRUCT, SVC_STRUCT, S_FIRST_DEST
-from ipvs_fast.snapshot import Snapshot, parse_ip_vs_stats
+from ipvs_fast.backends import python as pybackend
+from ipvs_fast.backends.records import DEST_STRUCT, S_FIRST_DEST, SVC_STRUCT
+from ipvs_fast.backends.snapshot import Snapshot, parse_ip_vs_stats
 from tests import ipvsadm_text as ipv
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "kernel")
@@ -20,7 +20,7 @@ NAMES = sorted(os.listdir(FIXTURES)) if os.path.isdir(FIXTURES) else []
 def parsers():
     out = [pybackend]
     try:
-        from ipvs_fast import native
+        from ipvs_fast.backends import native
         if native.available():
             out.append(native)
     except ImportError:

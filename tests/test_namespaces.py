@@ -9,12 +9,12 @@ import time
 import pytest
 
 from ipvs_fast import cli
-from ipvs_fast.ingress import Renderer, default_build_info
-from ipvs_fast.ipvsfmt import IPVSRenderer
-from ipvs_fast.namespaces import TargetSet, expand, is_glob
-from ipvs_fast.nodefmt import NodeRenderer
-from ipvs_fast.server import Exporter, filter_exposition
-from ipvs_fast.target import CollectResult, NamespaceTarget
+from ipvs_fast.collection.namespaces import TargetSet, expand, is_glob
+from ipvs_fast.collection.target import CollectResult, NamespaceTarget
+from ipvs_fast.exporter import Exporter, filter_exposition
+from ipvs_fast.formats.ingress import IngressRenderer, default_build_info
+from ipvs_fast.formats.ipvs import IPVSRenderer
+from ipvs_fast.formats.node import NodeRenderer
 from tests.test_server import ServerThread, World, make_snapshot, parse
 
 
@@ -183,7 +183,7 @@ def test_real_targets_in_parallel(tmp_path):
         w.ident = (st.st_dev, st.st_ino)
 
     def make(path):
-        return NamespaceTarget(path, factory=worlds[path].factory, port_reader=lambda p: {})
+        return NamespaceTarget(path, worlds[path].factory, port_reader=lambda p: {})
     ts = TargetSet([str(tmp_path / "*")], make_target=make)
     res = by_ns(ts.collect(0.3))
     assert [res[str(tmp_path / n)].up for n in "abc"] == [True, False, True]
@@ -205,11 +205,6 @@ def test_deadline_from_header():
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "soon"})
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "-1"})
     assert seen == [9.5, 2.5, 0.2, 9.5, 9.5]
-
-
-def test_without_scrape_timeout_collect_takes_no_argument():
-    with ServerThread(lambda: b"x 1\n") as s:
-        assert s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"})[0] == 200
 
 
 def test_single_flight_first_deadline_wins():
@@ -237,8 +232,8 @@ def test_single_flight_first_deadline_wins():
 def test_exporter_over_http_slow_namespace(tmp_path):
     mk = Maker(slow={"delay": 2.0}, bad={"fail": True})
     ts = TargetSet(["fast", "slow", "bad"], make_target=mk)
-    exp = Exporter(ts, build_info=default_build_info("native"))
-    with ServerThread(exp.collect, scrape_timeout=10.0, scrape_timeout_margin=0.5) as s:
+    exp = Exporter(ts, IngressRenderer(), build_info=default_build_info("native"))
+    with ServerThread(exp, scrape_timeout=10.0, scrape_timeout_margin=0.5) as s:
         t0 = time.monotonic()
         status, _, body = s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "1"})
         assert time.monotonic() - t0 < 1.5
@@ -262,7 +257,7 @@ def _results():
 
 
 def test_ingress_several_namespaces():
-    m = parse(Renderer().render(_results()))
+    m = parse(IngressRenderer().render(_results()))
     assert m[("ipvs_connections_total", (("fwmark", "260"), ("namespace", "/run/netns/a"),
                                          ("port", "80")))] == 0
     assert m[("ipvs_connections_total", (("fwmark", "261"), ("namespace", "/run/netns/b"),

@@ -18,11 +18,11 @@ import threading
 
 import pytest
 
-from ipvs_fast import native
-from ipvs_fast.errors import IPVSError
-from ipvs_fast.records import (DEST_SIZE, REC_DEST_AF, REC_PE_NAME, REC_STATS32,
-                               REC_STATS64, REC_TUN, SVC_SIZE, decode_dests,
-                               decode_services)
+from ipvs_fast.backends import native
+from ipvs_fast.backends.errors import IPVSError
+from ipvs_fast.backends.records import (DEST_SIZE, REC_DEST_AF, REC_PE_NAME, REC_STATS32,
+                                        REC_STATS64, REC_TUN, SVC_SIZE, decode_dests,
+                                        decode_services)
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"extension not built: {native.import_error()}")
@@ -266,8 +266,8 @@ def test_open_without_cap_sys_admin_says_so():
         pytest.skip("needs capsh(1)")
     proc, path = _unshared_netns()
     try:
-        code = ("import errno\nfrom ipvs_fast.native import NativeBackend\n"
-                "from ipvs_fast.errors import IPVSError\n"
+        code = ("import errno\nfrom ipvs_fast.backends.native import NativeBackend\n"
+                "from ipvs_fast.backends.errors import IPVSError\n"
                 f"try:\n    NativeBackend({path!r})\nexcept IPVSError as e:\n"
                 "    print(e.errno, e.strerror)\n")
         out = subprocess.run(["capsh", "--drop=cap_sys_admin", "--", "-c",
@@ -567,3 +567,29 @@ def test_large_reply_grows_arrays():
     assert len(recs) == 5000
     assert [r.port for r in recs[:3]] == [0, 1, 2]
     assert recs[-1].addr[:4] == struct.pack(">I", 4999)
+
+
+def test_cffi_declarations_are_the_headers():
+    """The cdef is generated from csrc/*.h (no twin to drift): every
+    function and integer constant a header declares is in the built module,
+    with the header's value, and the record structs have the sizes
+    records.py assumes."""
+    import importlib.util
+    import re
+    root = os.path.join(os.path.dirname(__file__), "..", "csrc")
+    spec = importlib.util.spec_from_file_location("build_ipvs_core",
+                                                  os.path.join(root, "build_ipvs_core.py"))
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    ffi, lib = native.ffi, native.lib
+    headers = "".join(open(os.path.join(root, h)).read() for h in build.HEADERS)
+    protos = set(re.findall(r"^[\w ]+?\**\b(ipvs_\w+)\(", headers, flags=re.M))
+    assert {"ipvs_open", "ipvs_dump", "ipvs_format_samples", "ipvs_format_length"} <= protos
+    for name in protos:
+        assert name in build.CDEF and callable(getattr(lib, name)), name
+    defines = dict(re.findall(r"^#define (IPVS_\w+)\s+(0x[0-9a-fA-F]+|\d+)\s*$", headers, flags=re.M))
+    assert defines
+    for name, value in defines.items():
+        assert getattr(lib, name) == int(value, 0), name
+    assert ffi.sizeof("struct ipvs_svc_rec") == SVC_SIZE
+    assert ffi.sizeof("struct ipvs_dest_rec") == DEST_SIZE

@@ -11,17 +11,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipvs_fast import cli
-from ipvs_fast.ingress import Renderer
-from ipvs_fast.ipvsfmt import DEST_FAMILIES as IPVS_DEST_FAMILIES
-from ipvs_fast.ipvsfmt import DEST_INFO, IPVSRenderer
-from ipvs_fast.nodefmt import NodeRenderer
-from ipvs_fast.policy import (DEST_LABELS, FamilyFilter, ServiceFilter, parse_destination_labels,
-                              parse_selector)
-from ipvs_fast.server import Exporter
+from ipvs_fast.collection.namespaces import TargetSet
+from ipvs_fast.exporter import Exporter
+from ipvs_fast.formats.ingress import IngressRenderer
+from ipvs_fast.formats.ipvs import DEST_FAMILIES as IPVS_DEST_FAMILIES
+from ipvs_fast.formats.ipvs import DEST_INFO, IPVSRenderer
+from ipvs_fast.formats.node import NodeRenderer
+from ipvs_fast.formats.policy import (DEST_LABELS, FamilyFilter, ServiceFilter,
+                                      parse_destination_labels, parse_selector)
+from tests.test_cli import ROOT
 from tests.test_formats import ipvs_reference, with_totals
 from tests.test_ingress import (AF4, AF6, SCTP, SMALL_PORTS, TCP, UDP, reference, result,
                                 results_st, samples, small_snapshot, snapshot)
-from tests.test_cli import ROOT
 
 NS = "/var/run/docker/netns/ingress_sbox"
 INGRESS_DEST = {"ipvs_destination_active_connections_total", "ipvs_destination_inactive_connections_total",
@@ -103,8 +104,8 @@ def test_filter_keeps_and_renumbers():
                                    + services[i].ndests]) for i in kept]
     expected = snapshot(entries)
     assert got.services == expected.services and got.dests == expected.dests
-    assert Renderer().render([result(got, ports=SMALL_PORTS)]) == \
-        Renderer().render([result(expected, ports=SMALL_PORTS)])
+    assert IngressRenderer().render([result(got, ports=SMALL_PORTS)]) == \
+        IngressRenderer().render([result(expected, ports=SMALL_PORTS)])
 
 
 def test_filter_identity_when_everything_kept():
@@ -124,9 +125,10 @@ def test_filter_exclude_cidr_and_ports():
 
 def test_exporter_applies_service_filter():
     r = result(small_snapshot(), ports=SMALL_PORTS)
-    exp = Exporter([type("T", (), {"collect": lambda self: r, "close": lambda self: None})()],
+    target = type("T", (), {"collect": lambda self: r, "close": lambda self: None})()
+    exp = Exporter(TargetSet([NS], lambda path: target), IngressRenderer(),
                    process_metrics=False, service_filter=ServiceFilter(include=["tcp:*:80"]))
-    names = samples(exp.collect())
+    names = samples(b"".join(exp.collect()))
     svcs = [lab for n, lab, _ in names if n == "ipvs_connections_total"]
     assert svcs == [(("fwmark", "0"), ("namespace", NS), ("port", "80"), ("protocol", "tcp"),
                      ("service_address", "192.168.1.10"))]
@@ -158,7 +160,7 @@ ipvs_destination_connections_total{address="2001:db8::53",namespace="%(ns)s"} 8
 
 
 def test_ingress_aggregate_by_address_exact():
-    r = Renderer(destinations=("address", "namespace"))
+    r = IngressRenderer(destinations=("address", "namespace"))
     res = [result(small_snapshot(), ports=SMALL_PORTS)]
     out = r.render(res).decode()
     assert "".join(x + "\n" for x in out.splitlines()
@@ -166,7 +168,7 @@ def test_ingress_aggregate_by_address_exact():
     assert 'ipvs_destination_inactive_connections_total{address="10.1.0.1",namespace="%s"} 9' \
         % NS in out
     # every non-destination line unchanged
-    full = Renderer().render(res).decode()
+    full = IngressRenderer().render(res).decode()
     assert [x for x in full.splitlines() if x.split("{")[0] not in INGRESS_DEST] == \
         [x for x in out.splitlines() if x.split("{")[0] not in INGRESS_DEST]
     assert r.render(res).decode() == out                # cached groups: same output
@@ -174,11 +176,11 @@ def test_ingress_aggregate_by_address_exact():
 
 def test_ingress_aggregate_per_namespace_and_none():
     res = [result(small_snapshot(), ports=SMALL_PORTS), result(small_snapshot(), ns="/b")]
-    out = samples(Renderer(destinations=("namespace",)).render(res))
+    out = samples(IngressRenderer(destinations=("namespace",)).render(res))
     d = {(n, lab): v for n, lab, v in out}
     assert d[("ipvs_destination_connections_total", (("namespace", NS),))] == 7 + 5 + 1 + 3 + 4 + 8
     assert d[("ipvs_destination_connections_total", (("namespace", "/b"),))] == 28
-    none = Renderer(destinations="none").render(res).decode()
+    none = IngressRenderer(destinations="none").render(res).decode()
     assert not any(x.split("{")[0] in INGRESS_DEST for x in none.splitlines())
     assert "ipvs_destination_total{" in none             # the per-service count stays
 
@@ -218,7 +220,7 @@ def test_aggregation_matches_reference(results, keep_i, keep_p):
     keep_p = parse_destination_labels(",".join(keep_p) or "namespace", "ipvs")
     if len({x.namespace for x in results}) != len(results):
         return                                   # repeated namespaces: ambiguous
-    ri = Renderer(destinations=keep_i)
+    ri = IngressRenderer(destinations=keep_i)
     rp = IPVSRenderer(destinations=keep_p)
     for _ in range(2):                           # the second time from the cache
         got_i, got_p, ref_i, ref_p = {}, {}, {}, {}
@@ -246,12 +248,12 @@ def test_family_filter():
 def test_family_filter_in_every_format():
     f = FamilyFilter(exclude=["ipvs_destination_*", "*_per_second", "ipvs_scrape_duration_seconds"])
     res = [result(with_totals(small_snapshot()), ports=SMALL_PORTS)]
-    ing = Renderer(metric_filter=f).render(res).decode()
+    ing = IngressRenderer(metric_filter=f).render(res).decode()
     names = {x.split()[2] for x in ing.splitlines() if x.startswith("# TYPE")}
     assert names == {"ipvs_services_total", "ipvs_connections_total", "ipvs_bytes_in_total",
                      "ipvs_bytes_out_total", "ipvs_up"}
     # the remaining families are rendered exactly as without the filter
-    full = Renderer().render(res).decode()
+    full = IngressRenderer().render(res).decode()
     assert ing == "".join(b for b in _blocks(full) if b.split()[2] in names)
     ipv = IPVSRenderer(metric_filter=f).render(res).decode()
     assert "ipvs_service_connections_total{" in ipv and "_per_second" not in ipv
@@ -276,9 +278,10 @@ def _blocks(text):
 
 
 def test_exporter_filters_process_metrics():
-    exp = Exporter([], metric_filter=FamilyFilter(exclude=["process_*"]))
-    assert b"process_" not in exp.collect()
-    assert b"process_cpu_seconds_total" in Exporter([]).collect()
+    def body(**kw):
+        return b"".join(Exporter(TargetSet([], None), IngressRenderer(), **kw).collect())
+    assert b"process_" not in body(metric_filter=FamilyFilter(exclude=["process_*"]))
+    assert b"process_cpu_seconds_total" in body()
 
 
 # -- CLI -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from ipvs_fast import portmap
-from ipvs_fast.portmap import parse_iptables_save, read_port_map
+from ipvs_fast.collection import portmap
+from ipvs_fast.collection.portmap import parse_iptables_save, read_port_map
 
 # Shape of `iptables-save -t mangle` inside a real ingress_sbox (two services,
 # one publishing two ports, plus the VIP OUTPUT rules Docker also installs).
@@ -137,14 +137,14 @@ def test_read_port_map_falls_back_to_legacy(fakebin):
 
 
 def test_read_port_map_missing_binaries(fakebin, caplog):
-    caplog.set_level("DEBUG", logger="ipvs_fast.portmap")
+    caplog.set_level("DEBUG", logger="ipvs_fast.collection.portmap")
     assert read_port_map("/some/ns") == {}
     assert read_port_map("") == {}
     assert any("not found" in r.getMessage() for r in caplog.records)
 
 
 def test_read_port_map_failure(fakebin, caplog):
-    caplog.set_level("DEBUG", logger="ipvs_fast.portmap")
+    caplog.set_level("DEBUG", logger="ipvs_fast.collection.portmap")
     _script(fakebin / "nsenter", "echo 'nsenter: cannot open /x: No such file' >&2\nexit 1\n")
     _script(fakebin / "iptables-save", "exit 0\n")
     assert read_port_map("/x") == {}
@@ -152,7 +152,7 @@ def test_read_port_map_failure(fakebin, caplog):
 
 
 def test_read_port_map_timeout(fakebin, caplog):
-    caplog.set_level("DEBUG", logger="ipvs_fast.portmap")
+    caplog.set_level("DEBUG", logger="ipvs_fast.collection.portmap")
     _script(fakebin / "iptables-save", f"exec {sys.executable} -c 'import time; time.sleep(10)'\n")
     assert read_port_map("", timeout=0.3) == {}
     assert any("timed out" in r.getMessage() for r in caplog.records)

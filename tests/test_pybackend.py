@@ -24,23 +24,36 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import nlencode as E  # noqa: E402
-from ipvs_fast import genl as g  # noqa: E402
-from ipvs_fast import pybackend as P  # noqa: E402
-from ipvs_fast.errors import IPVSError  # noqa: E402
-from ipvs_fast.records import (DEST_SIZE, REC_DEST_AF, REC_PE_NAME,  # noqa: E402
-                               REC_STATS32, REC_STATS64, REC_TUN, SVC_SIZE,
-                               Dest, Service, addr_str, cstr, decode_dests,
-                               decode_services, pack_service)
+
+from ipvs_fast.backends import genl as g  # noqa: E402
+from ipvs_fast.backends import python as P  # noqa: E402
+from ipvs_fast.backends.errors import IPVSError  # noqa: E402
+from ipvs_fast.backends.records import (  # noqa: E402
+    DEST_SIZE,
+    REC_DEST_AF,
+    REC_PE_NAME,
+    REC_STATS32,
+    REC_STATS64,
+    REC_TUN,
+    SVC_SIZE,
+    Dest,
+    Service,
+    addr_str,
+    cstr,
+    decode_dests,
+    decode_services,
+    pack_service,
+)
 
 
 def _load_native():
-    """ipvs_fast.native when the C extension is built, else None. Only a
+    """ipvs_fast.backends.native when the C extension is built, else None. Only a
     missing ``ipvs_fast._ipvs_core`` skips; a broken native.py fails."""
     try:
         import ipvs_fast._ipvs_core  # noqa: F401
     except ImportError:
         return None
-    from ipvs_fast import native
+    from ipvs_fast.backends import native
     return native
 
 

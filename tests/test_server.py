@@ -15,14 +15,17 @@ import zlib
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ipvs_fast import server as srv
-from ipvs_fast.errors import IPVSError
-from ipvs_fast.ingress import CONTENT_TYPE, default_build_info
-from ipvs_fast.records import Dest, Service, pack_dest, pack_service
-from ipvs_fast.server import Exporter, MetricsServer, accepts_gzip
-from ipvs_fast.snapshot import Snapshot
-from ipvs_fast.target import CollectResult, NamespaceTarget
-
+from ipvs_fast.backends.errors import IPVSError
+from ipvs_fast.backends.records import Dest, Service, pack_dest, pack_service
+from ipvs_fast.backends.snapshot import Snapshot
+from ipvs_fast.collection.namespaces import TargetSet
+from ipvs_fast.collection.target import CollectResult, NamespaceTarget
+from ipvs_fast.exporter import Exporter
+from ipvs_fast.formats.exposition import Body
+from ipvs_fast.formats.ingress import CONTENT_TYPE, IngressRenderer, default_build_info
+from ipvs_fast.http import listen, payload
+from ipvs_fast.http import server as srv
+from ipvs_fast.http.server import MetricsServer, accepts_gzip
 
 # -- fakes -------------------------------------------------------------------------
 
@@ -41,6 +44,8 @@ def make_snapshot(n_svc=2, n_dest=3, mark=260, conns=0) -> Snapshot:
 
 class FakeBackend:
     """Stands in for NativeBackend/PythonBackend."""
+
+    NAME = "fake"
 
     def __init__(self, world, path, timeout):
         self.world = world
@@ -82,11 +87,35 @@ class World:
         return FakeBackend(self, path, timeout)
 
 
+def exporter_for(*targets, **kw) -> Exporter:
+    """An Exporter (ingress format) over these targets, one namespace each."""
+    by_path = {t.path: t for t in targets}
+    return Exporter(TargetSet(list(by_path), by_path.__getitem__), IngressRenderer(), **kw)
+
+
+class FunctionSource:
+    """An exposition source made of a function: ``fn()`` or ``fn(deadline)``
+    returning bytes or a sized iterable of bytes pieces."""
+
+    content_type = CONTENT_TYPE
+
+    def __init__(self, fn):
+        self.fn = fn
+        code = getattr(fn, "__code__", None) or fn.__call__.__code__
+        self.takes_deadline = code.co_argcount > (0 if hasattr(fn, "__code__") else 1)
+
+    def collect(self, deadline):
+        body = self.fn(deadline) if self.takes_deadline else self.fn()
+        return Body([body], len(body)) if isinstance(body, bytes) else body
+
+
 # -- a real server on a background loop --------------------------------------------
 
 class ServerThread:
-    def __init__(self, collect, path="/metrics", **kw):
-        self.server = MetricsServer(collect, path, version="test", **kw)
+    def __init__(self, source, path="/metrics", **kw):
+        if not hasattr(source, "content_type"):
+            source = FunctionSource(source)
+        self.server = MetricsServer(source, path, version="test", **kw)
         self.loop = None
         self.port = None
         self._ready = threading.Event()
@@ -142,10 +171,9 @@ def exporter_server(world, tmp_path):
     ns.write_text("")
     st = os.stat(ns)
     world.ident = (st.st_dev, st.st_ino)
-    target = NamespaceTarget(str(ns), backend="native", factory=world.factory,
-                             port_reader=lambda p: {260: "30000"})
-    exp = Exporter([target], build_info=default_build_info("native"))
-    with ServerThread(exp.collect) as s:
+    target = NamespaceTarget(str(ns), world.factory, port_reader=lambda p: {260: "30000"})
+    exp = exporter_for(target, build_info=default_build_info("native"))
+    with ServerThread(exp) as s:
         s.ns_path = str(ns)
         yield s
     exp.close()
@@ -234,13 +262,13 @@ def test_gzip_real_output_roundtrip(exporter_server):
 
 def test_gzip_streams_both_implementations():
     data = b"ipvs_up 1\n" * 1000 + bytes(range(256))
-    for stream in (srv.gzip_stream, srv.zlib_gzip_stream):
+    for stream in (payload.gzip_stream, payload.zlib_gzip_stream):
         c = stream()
         out = c.compress(data[:5000]) + c.compress(data[5000:]) + c.flush()
         assert out[:2] == b"\x1f\x8b"                  # gzip magic, not raw zlib
         assert gzip.decompress(out) == data
         assert zlib.decompress(out, 16 + zlib.MAX_WBITS) == data
-    assert srv.GZIP_IMPL in ("isal", "zlib")
+    assert payload.GZIP_IMPL in ("isal", "zlib")
 
 
 def test_accepts_gzip():
@@ -329,9 +357,9 @@ def test_single_flight():
 
 def test_single_flight_with_fake_backend(world, tmp_path):
     world.dump_delay = 0.4
-    target = NamespaceTarget("", factory=world.factory, port_reader=lambda p: {})
-    exp = Exporter([target])
-    with ServerThread(exp.collect) as s:
+    target = NamespaceTarget("", world.factory, port_reader=lambda p: {})
+    exp = exporter_for(target)
+    with ServerThread(exp) as s:
         threads = [threading.Thread(target=s.request) for _ in range(10)]
         for t in threads:
             t.start()
@@ -343,7 +371,7 @@ def test_single_flight_with_fake_backend(world, tmp_path):
 
 def test_single_flight_gzip(monkeypatch):
     compressors, compressed = [], []
-    real = srv.gzip_stream
+    real = payload.gzip_stream
 
     class Counting:
         def __init__(self):
@@ -357,7 +385,7 @@ def test_single_flight_gzip(monkeypatch):
 
         def flush(self):
             return self.c.flush()
-    monkeypatch.setattr(srv, "gzip_stream", Counting)
+    monkeypatch.setattr(payload, "gzip_stream", Counting)
 
     def slow_collect():
         time.sleep(0.3)
@@ -468,18 +496,18 @@ def test_keepalive_reuse(fixed_server):
     (":0", ("", 0)),
 ])
 def test_parse_listen_address(addr, expected):
-    assert srv.parse_listen_address(addr) == expected
+    assert listen.parse_listen_address(addr) == expected
 
 
 @pytest.mark.parametrize("addr", ["9100", "", ":", ":abc", ":70000", "::1:9100", "[::1]9100",
                                   "[zz]:1", "bad host:1", "a..b:1", ":-1", "1.2.3.4:+80"])
 def test_parse_listen_address_invalid(addr):
     with pytest.raises(ValueError):
-        srv.parse_listen_address(addr)
+        listen.parse_listen_address(addr)
 
 
 def test_listen_all_interfaces_dual_stack():
-    s = srv.bind_listen_socket("", 0)
+    s = listen.bind_listen_socket("", 0)
     try:
         s.listen()
         port = s.getsockname()[1]
@@ -493,12 +521,12 @@ def test_listen_all_interfaces_dual_stack():
 
 
 def test_listen_localhost_and_v6():
-    s = srv.bind_listen_socket("localhost", 0)
+    s = listen.bind_listen_socket("localhost", 0)
     assert s.getsockname()[0] in ("127.0.0.1", "::1")
     s.close()
     if socket.has_ipv6:
         try:
-            s = srv.bind_listen_socket("::1", 0)
+            s = listen.bind_listen_socket("::1", 0)
         except OSError:             # host without IPv6 loopback: nothing more to check
             return
         assert s.getsockname()[0] == "::1"
@@ -518,7 +546,7 @@ def nsfile(tmp_path, world):
 
 def _target(world, path, **kw):
     kw.setdefault("port_reader", lambda p: {260: "30000"})
-    return NamespaceTarget(str(path), factory=world.factory, **kw)
+    return NamespaceTarget(str(path), world.factory, **kw)
 
 
 def test_target_lazy_open_and_reuse(world, nsfile):
@@ -550,7 +578,7 @@ def test_target_reopens_when_namespace_recreated(world, nsfile):
 
 
 def test_target_path_missing_closes_handle(world, nsfile, caplog):
-    caplog.set_level(logging.INFO, logger="ipvs_fast.target")
+    caplog.set_level(logging.INFO, logger="ipvs_fast.collection.target")
     t = _target(world, nsfile)
     assert t.collect().up
     nsfile.unlink()
@@ -573,7 +601,7 @@ def test_target_path_missing_closes_handle(world, nsfile, caplog):
 
 
 def test_target_open_errors_retry_each_scrape(world, nsfile, caplog):
-    caplog.set_level(logging.INFO, logger="ipvs_fast.target")
+    caplog.set_level(logging.INFO, logger="ipvs_fast.collection.target")
     world.open_error = IPVSError(errno.EPROTONOSUPPORT, "ip_vs not loaded")
     t = _target(world, nsfile)
     for _ in range(3):
@@ -650,20 +678,20 @@ def test_port_map_not_read_without_fwmark_services(world, nsfile):
 
 
 def test_backend_fallback(monkeypatch, caplog):
-    from ipvs_fast import target as tgt
-    monkeypatch.setattr(tgt, "_native_available", lambda: False)
+    from ipvs_fast import backends
+    monkeypatch.setattr(backends, "_native_available", lambda: False)
     caplog.set_level(logging.WARNING)
-    assert tgt.resolve_backend("native") == "python"
+    assert backends.resolve("native") == "python"
     assert any("falling back" in r.getMessage() for r in caplog.records)
-    assert tgt.resolve_backend("python") == "python"
+    assert backends.resolve("python") == "python"
     with pytest.raises(ValueError):
-        tgt.resolve_backend("bogus")
+        backends.resolve("bogus")
 
 
 def test_down_target_served(world, tmp_path):
-    t = NamespaceTarget(str(tmp_path / "missing"), factory=world.factory)
-    exp = Exporter([t])
-    with ServerThread(exp.collect) as s:
+    t = NamespaceTarget(str(tmp_path / "missing"), world.factory)
+    exp = exporter_for(t)
+    with ServerThread(exp) as s:
         for _ in range(3):
             status, _, body = s.request()
             assert status == 200

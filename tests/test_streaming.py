@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ipvs_fast import server as srv
-from ipvs_fast.server import Payload
+from ipvs_fast.http import payload as srv
+from ipvs_fast.http.payload import Payload
 
 from .test_server import ServerThread
 
@@ -29,7 +29,7 @@ class Pieces:
 
     def __call__(self):
         self.collections += 1
-        return self._gen()
+        return Sized(self._gen(), self.n * (6 + len(PIECE)))
 
     def _gen(self):
         for i in range(self.n):

@@ -21,11 +21,10 @@ import json
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from ipvs_fast.pybackend import PythonBackend  # noqa: E402
+from ipvs_fast.backends.python import PythonBackend  # noqa: E402
 from tests.kernel import topo  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "kernel")

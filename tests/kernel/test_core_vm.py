@@ -15,9 +15,9 @@ BACKENDS = ["native", "python"]
 
 def open_backend(name: str, path: str):
     if name == "native":
-        from ipvs_fast.native import NativeBackend
+        from ipvs_fast.backends.native import NativeBackend
         return NativeBackend(path)
-    from ipvs_fast.pybackend import PythonBackend
+    from ipvs_fast.backends.python import PythonBackend
     return PythonBackend(path)
 
 

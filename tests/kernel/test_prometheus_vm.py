@@ -18,7 +18,6 @@ import urllib.request
 
 import pytest
 
-from . import topo
 from .conftest import INGRESS_SBOX, free_port
 from .test_core_vm import kernel_stats
 

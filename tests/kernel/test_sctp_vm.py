@@ -8,8 +8,9 @@ must carry them as protocol="sctp" series.
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ipvs_fast.ingress import Renderer
-from ipvs_fast.target import NamespaceTarget
+from ipvs_fast import backends
+from ipvs_fast.collection.target import NamespaceTarget
+from ipvs_fast.formats.ingress import IngressRenderer
 from tests import ipvsadm_text as ipv
 
 from . import topo
@@ -53,12 +54,12 @@ def test_sctp_counters_equal_ipvsadm(sctp_lab, backend):
 
 def test_sctp_in_ingress_format(sctp_lab):
     ns = sctp_lab.director
-    with NamespaceTarget(sctp_lab.netns_path, backend="native") as t:
+    with NamespaceTarget(sctp_lab.netns_path, backends.opener("native")) as t:
         def read():
             before = kernel_stats(ns)
             r = t.collect()
             assert r.up, r.error
-            return before, Renderer().render([r]).decode(), kernel_stats(ns)
+            return before, IngressRenderer().render([r]).decode(), kernel_stats(ns)
         kernel, text = topo.stable(read)
     got = {}
     for fam in text_string_to_metric_families(text):

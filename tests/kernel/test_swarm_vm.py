@@ -28,6 +28,8 @@ from .. import ipvsadm_text as ipv
 from ..docker_engine import IMAGE, IMAGE_TARBALL, ROOT, CACHE, DockerEngine, source_key, version
 from . import topo
 
+pytestmark = pytest.mark.kernel
+
 INGRESS_SBOX = "/var/run/docker/netns/ingress_sbox"
 STACK = "ipvs"
 WEB_PORT, DNS_PORT, LATE_PORT = 18080, 18053, 18090

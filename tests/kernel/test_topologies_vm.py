@@ -8,7 +8,7 @@ namespace without services, and one with 300 services of every kind.
 """
 import pytest
 
-from ipvs_fast.snapshot import parse_ip_vs_stats
+from ipvs_fast.backends.snapshot import parse_ip_vs_stats
 from tests import ipvsadm_text as ipv
 
 from . import topo

@@ -1,4 +1,4 @@
-"""``--format ipvs``: the full IPVS metric set, Prometheus conventions.
+"""Format `--format ipvs`: the full IPVS metric set, Prometheus conventions.
 
 Every metric is documented in docs/metrics.md. Labels:
 
@@ -12,7 +12,7 @@ Two implementations of the same sample set, held to each other by tests:
 :class:`IPVSCollector` (prometheus_client, the reference) and
 :class:`IPVSRenderer` (label blocks cached per namespace, values read as
 strided columns from the packed records, output through
-:func:`ipvs_fast.exposition.plan_exposition`).
+:func:`ipvs_fast.formats.exposition.plan_exposition`).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ import sys
 import threading
 from typing import Optional
 
+from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
+                                 SVC_STRUCT, addr_str, cstr)
 from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
                          finish_families, fmt_value, label_block, results_from)
 from .policy import group_index, sum_groups
-from .records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
-                      SVC_STRUCT, addr_str, cstr)
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",
            "service_info_labels", "dest_info_labels"]
@@ -169,7 +169,7 @@ _DEST_POS.update({("I", 40): 8, ("I", 44): 9, ("I", 48): 10, ("i", 28): 5,
 
 class IPVSCollector:
     """prometheus_client collector for ``--format ipvs``. *source* as for
-    :class:`ipvs_fast.ingress.IngressCollector`."""
+    :class:`ipvs_fast.formats.ingress.IngressCollector`."""
 
     def __init__(self, source, build_info: Optional[dict] = None):
         self._source = source
@@ -252,13 +252,13 @@ class _Ns:
 
 class IPVSRenderer(FamilyRenderer):
     """Fast renderer for ``--format ipvs`` (interface of
-    :class:`ipvs_fast.ingress.Renderer`). Per namespace, the label blocks of
+    :class:`ipvs_fast.formats.ingress.IngressRenderer`). Per namespace, the label blocks of
     the last snapshot are kept; when the snapshot's identity bytes (every
     record byte a label depends on) are unchanged, they are reused as they
     are, else rebuilt reusing per-service / per-destination entries.
 
     *metric_filter* and *destinations*: as for
-    :class:`ipvs_fast.ingress.Renderer` (aggregated destination series have
+    :class:`ipvs_fast.formats.ingress.IngressRenderer` (aggregated destination series have
     no ``ipvs_destination_info``)."""
 
     def __init__(self, metric_filter=None, destinations=None):

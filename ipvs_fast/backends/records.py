@@ -1,4 +1,4 @@
-"""Packed record layouts shared by both backends.
+"""Backend contract: the packed record layouts both backends produce.
 
 These mirror ``struct ipvs_svc_rec`` and ``struct ipvs_dest_rec`` in
 ``csrc/ipvs_core.h`` byte for byte. Both backends produce these exact bytes,

@@ -1,4 +1,4 @@
-"""Pure-Python IPVS backend: generic netlink over a plain socket.
+"""Backend, pure Python: generic netlink over a plain socket (the baseline).
 
 Produces the same packed records as the C core (``csrc/ipvs_core.c``) for the
 same kernel replies; ``parse_services`` / ``parse_dests`` mirror
@@ -40,8 +40,8 @@ from typing import List, Optional, Tuple
 
 from . import genl as g
 from .errors import IPVSError
-from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME,
-                      REC_STATS32, REC_STATS64, REC_TUN, SVC_SIZE, SVC_STRUCT)
+from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STATS32, REC_STATS64,
+                      REC_TUN, SVC_SIZE, SVC_STRUCT)
 from .snapshot import Snapshot, parse_ip_vs_stats
 
 __all__ = ["parse_services", "parse_dests", "PythonBackend"]
@@ -291,6 +291,8 @@ class PythonBackend:
     ip_vs_stats fd are created inside the target namespace and stay bound to
     it; the calling thread's namespace is restored before __init__ returns.
     """
+
+    NAME = "python"
 
     backend_name = "python"
 

@@ -1,6 +1,6 @@
-"""Shared text-exposition machinery for every output format.
+"""Format machinery: the planned text exposition every format writes through.
 
-The fast renderers (``ingress.Renderer``, ``ipvsfmt.IPVSRenderer``) describe
+The fast renderers (``ingress.IngressRenderer``, ``ipvs.IPVSRenderer``) describe
 their output as *families*: ``(spec, runs)`` where ``spec`` is
 ``(name, type, help, ...)`` and each run is ``(blocks, values, conv)`` --
 pre-encoded label blocks (``b'{a="x"} '``), the parallel values, and their
@@ -21,7 +21,7 @@ import struct
 from array import array
 from typing import Optional
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -196,7 +196,7 @@ def _native_formatter():
     global _NATIVE
     if _NATIVE is False:
         try:
-            from ._ipvs_core import ffi, lib
+            from .._ipvs_core import ffi, lib
             _NATIVE = (ffi, lib) if hasattr(lib, "ipvs_format_samples") else None
         except Exception:   # not built: every segment goes through bytes % tuple
             _NATIVE = None

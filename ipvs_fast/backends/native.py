@@ -1,4 +1,4 @@
-"""Thin wrapper over the compiled netlink core (ipvs_fast._ipvs_core).
+"""Backend, native: a thin wrapper over the compiled netlink core (ipvs_fast._ipvs_core).
 
 The package imports without the extension; ``available()`` tells whether this
 backend can be used (the pure-Python backend is the fallback).
@@ -16,7 +16,7 @@ from .records import DEST_SIZE, SVC_SIZE
 from .snapshot import Snapshot, parse_ip_vs_stats
 
 try:  # pragma: no cover - depends on whether the extension was built
-    from ._ipvs_core import ffi, lib
+    from .._ipvs_core import ffi, lib
     _IMPORT_ERROR: Optional[BaseException] = None
 except ImportError as _e:  # pragma: no cover
     ffi = lib = None
@@ -55,6 +55,8 @@ class NativeBackend:
     ``/proc/<pid>/ns/net``; "" means the calling thread's own namespace.
     ``timeout`` bounds each wait for a kernel reply, in seconds.
     """
+
+    NAME = "native"
 
     backend_name = "native"
 

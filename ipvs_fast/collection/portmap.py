@@ -1,4 +1,4 @@
-"""fwmark -> published port, read from the namespace's iptables mangle table.
+"""Collection, port map: fwmark -> published port, from the namespace's iptables mangle table.
 
 Docker Swarm's routing mesh puts every published port of a service behind
 one IPVS *fwmark* service inside the ``ingress_sbox`` namespace. The mark is

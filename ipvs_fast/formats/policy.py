@@ -1,9 +1,9 @@
-"""Cardinality controls, applied in Python before rendering.
+"""Format policy: cardinality controls, applied to snapshots before rendering.
 
 * :class:`ServiceFilter` (``--service.include`` / ``--service.exclude``):
   which virtual services are exported at all, by protocol, address/CIDR,
   port (range) or fwmark (range). Applied at the record level: a filtered
-  :class:`~ipvs_fast.snapshot.Snapshot` (kept services and their
+  :class:`~ipvs_fast.backends.snapshot.Snapshot` (kept services and their
   destinations, re-indexed) replaces the original, so every format sees
   only the kept services. Namespace totals (``/proc/net/ip_vs_stats``) are
   the kernel's and stay unfiltered.
@@ -37,8 +37,8 @@ from array import array
 from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
+from ..backends.records import DEST_SIZE, SVC_SIZE
 from .exposition import label_block
-from .records import DEST_SIZE, SVC_SIZE
 
 _PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 _LITTLE = sys.byteorder == "little"

@@ -1,4 +1,4 @@
-"""``--format node``: a drop-in for node_exporter's ipvs collector.
+"""Format `--format node`: a drop-in for node_exporter's ipvs collector.
 
 Same metric names, HELP texts, types, labels and label values as
 node_exporter (collector/ipvs_linux.go, which reads /proc/net/ip_vs and
@@ -38,12 +38,11 @@ from typing import Optional
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
-from .exposition import (as_results, escape_label_value, fmt_value, go_float,
-                         header, label_block, results_from)
-from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_WEIGHT,
-                      DEST_SIZE, DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF,
-                      S_FIRST_DEST, S_FWMARK, S_NDESTS, S_PORT, S_PROTOCOL,
-                      SVC_SIZE, SVC_STRUCT)
+from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_WEIGHT, DEST_SIZE,
+                                 DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
+                                 S_NDESTS, S_PORT, S_PROTOCOL, SVC_SIZE, SVC_STRUCT)
+from .exposition import (Body, as_results, escape_label_value, fmt_value, go_float, header,
+                         label_block, results_from)
 
 __all__ = ["NODE_LABELS", "parse_backend_labels", "NodeCollector", "NodeRenderer",
            "backend_series", "go_ip"]
@@ -165,11 +164,11 @@ def _add(acc: dict, key, vals) -> None:
 class NodeCollector:
     """prometheus_client collector for the node_exporter ipvs metrics.
 
-    *source*: as for :class:`ipvs_fast.ingress.IngressCollector`.
+    *source*: as for :class:`ipvs_fast.formats.ingress.IngressCollector`.
     *labels*: the backend labels kept (``parse_backend_labels``).
     *namespace_label*: add ``namespace`` to every node_ipvs series.
     Our own ``ipvs_up``/``ipvs_scrape_duration_seconds``/build info come
-    from :func:`ipvs_fast.ingress.collect_families`-compatible families.
+    from :func:`ipvs_fast.formats.ingress.collect_families`-compatible families.
     """
 
     def __init__(self, source, labels: tuple = NODE_LABELS, namespace_label: bool = False,
@@ -224,7 +223,7 @@ class NodeCollector:
 
 class NodeRenderer:
     """Text renderer for ``--format node`` (same interface as
-    :class:`ipvs_fast.ingress.Renderer`). Label blocks are cached per key;
+    :class:`ipvs_fast.formats.ingress.IngressRenderer`). Label blocks are cached per key;
     the cache holds exactly the keys of the last render."""
 
     def __init__(self, labels: tuple = NODE_LABELS, namespace_label: bool = False,
@@ -250,6 +249,11 @@ class NodeRenderer:
                                for n, i in zip(self._names, self._order)) + "}"
         cache[key] = b
         return b
+
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
+        """:meth:`render` as a :class:`Body` (the renderers' interface)."""
+        out = self.render(results, build_info, extra)
+        return Body([out], len(out))
 
     def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
         from .ingress import BUILD_INFO, DURATION, UP

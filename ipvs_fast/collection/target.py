@@ -1,4 +1,4 @@
-"""One scraped network namespace: backend handle lifecycle + port map.
+"""Collection, one namespace: backend handle lifecycle + port map -> CollectResult.
 
 :class:`NamespaceTarget` owns one backend handle and turns every scrape into
 a :class:`CollectResult`; ``collect()`` never raises. Before each dump the
@@ -21,14 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .errors import IPVSError
+from ..backends.errors import IPVSError
+from ..backends.records import SVC_SIZE
+from ..backends.snapshot import Snapshot
 from .portmap import read_port_map
-from .records import SVC_SIZE
-from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("native", "python")
 
 #: Re-read the port map at least this often even if the fwmark set is stable
 #: (a service can change its published port and keep its mark).
@@ -43,46 +41,6 @@ class CollectResult:
     snapshot: Optional[Snapshot] = None
     ports: dict = field(default_factory=dict)
     error: Optional[str] = None
-
-
-def _native_available() -> bool:
-    try:
-        from . import native
-    except Exception as e:  # ImportError, a broken build, ...
-        log.debug("native backend import failed: %r", e)
-        return False
-    try:
-        return bool(native.available())
-    except Exception as e:
-        log.debug("native.available() failed: %r", e)
-        return False
-
-
-def resolve_backend(name: str) -> str:
-    """The backend actually used for *name* ("native" falls back to
-    "python", with a warning, when the compiled extension is missing)."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r} (expected one of {', '.join(BACKENDS)})")
-    if name == "native" and not _native_available():
-        log.warning("native backend unavailable (compiled extension missing or "
-                    "not loadable); falling back to the python backend")
-        return "python"
-    return name
-
-
-def backend_factory(name: str) -> Callable[[str, float], object]:
-    """``factory(ns_path, timeout) -> handle`` for a resolved backend name."""
-    if name == "native":
-        def make(path: str, timeout: float):
-            from .native import NativeBackend
-            return NativeBackend(path, timeout=timeout)
-    elif name == "python":
-        def make(path: str, timeout: float):
-            from .pybackend import PythonBackend
-            return PythonBackend(path, timeout=timeout)
-    else:
-        raise ValueError(f"unknown backend {name!r}")
-    return make
 
 
 def _reason(exc: BaseException) -> tuple[object, str]:
@@ -109,24 +67,19 @@ def _fwmarks(snapshot: Snapshot) -> frozenset:
 class NamespaceTarget:
     """IPVS in the network namespace at *path* ("" = our own namespace).
 
-    *backend* is "native" or "python" (native falls back to python with a
-    warning when unavailable). *factory* / *port_reader* replace the backend
-    constructor / the iptables port-map reader (tests, embedding).
+    *open_backend* is ``(path, timeout) -> handle`` (see
+    :func:`ipvs_fast.backends.opener`). *port_reader* replaces the iptables
+    port-map reader (tests).
     """
 
-    def __init__(self, path: str, backend: str = "native", timeout: float = 5.0, *,
-                 factory: Optional[Callable[[str, float], object]] = None,
+    def __init__(self, path: str, open_backend: Callable[[str, float], object],
+                 timeout: float = 5.0, *,
                  port_reader: Optional[Callable[[str], dict]] = None,
                  portmap_max_age: float = PORTMAP_MAX_AGE,
                  clock: Callable[[], float] = time.monotonic):
         self.path = path
         self.timeout = float(timeout)
-        if factory is None:
-            self.backend = resolve_backend(backend)
-            factory = backend_factory(self.backend)
-        else:
-            self.backend = backend
-        self._factory = factory
+        self._factory = open_backend
         self._port_reader = port_reader if port_reader is not None else (
             lambda p: read_port_map(p, timeout=max(self.timeout, 1.0)))
         self._portmap_max_age = portmap_max_age
@@ -224,7 +177,7 @@ class NamespaceTarget:
             if self._state is not True:
                 log.info("namespace %r: IPVS reachable (%s backend), ipvs_up=1, "
                          "%d services, %d destinations",
-                         self.path, self.backend, snap.nservices, snap.ndests)
+                         self.path, self._handle.NAME, snap.nservices, snap.ndests)
             self._state, self._reason_key = True, None
             return
         if self._state is not False or key != self._reason_key:

@@ -1,4 +1,4 @@
-"""Generic-netlink protocol types for the IPVS family.
+"""Backend protocol: generic-netlink types for the IPVS family.
 
 Small building blocks, one per concept (in the style of cloudflare/ipvs and
 mdlayher/genetlink): the netlink message header, the generic-netlink header,

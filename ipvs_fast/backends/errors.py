@@ -1,4 +1,4 @@
-"""Errors are values in C; in Python they become one exception type."""
+"""Backend errors: the C core returns -errno values; Python raises one type, IPVSError."""
 from __future__ import annotations
 
 import errno as _errno

@@ -1,4 +1,4 @@
-"""One namespace's IPVS state at one instant, as packed records."""
+"""Backend output: one namespace's IPVS state at one instant, as packed records."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

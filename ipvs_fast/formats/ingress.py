@@ -1,4 +1,4 @@
-"""ingress_ipvs_exporter-compatible metrics, two ways.
+"""Format `--format ingress` (default): ingress_ipvs_exporter-compatible metrics, two ways.
 
 * :class:`IngressCollector` -- a plain prometheus_client collector (the
   reference implementation; usable in any registry).
@@ -33,19 +33,18 @@ import sys
 import threading
 from typing import Optional
 
-from .exposition import CONTENT_TYPE
-from .exposition import Blocks, Column, FamilyRenderer, finish_families
-from .exposition import escape_help, escape_label_value
+from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS, DEST_SIZE,
+                                 DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
+                                 S_NDESTS, S_PORT, S_PROTOCOL, S_STATS, SVC_SIZE, SVC_STRUCT,
+                                 addr_str)
+from .exposition import (CONTENT_TYPE, Blocks, Column, FamilyRenderer, escape_label_value,
+                         finish_families)
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
 from .exposition import results_from as _results_from
 from .policy import group_index, sum_groups
-from .records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS,
-                      DEST_SIZE, DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF,
-                      S_FIRST_DEST, S_FWMARK, S_NDESTS, S_PORT, S_PROTOCOL,
-                      S_STATS, SVC_SIZE, SVC_STRUCT, addr_str)
 
-__all__ = ["IngressCollector", "Renderer", "render", "service_labels",
+__all__ = ["IngressCollector", "IngressRenderer", "render", "service_labels",
            "dest_labels", "FAMILIES", "CONTENT_TYPE"]
 
 _AF_INET = socket.AF_INET
@@ -98,7 +97,7 @@ FAMILIES = ((SERVICES_TOTAL,) + tuple(f[:3] for f in SVC_FAMILIES)
 
 
 def default_build_info(backend: str) -> dict:
-    from . import __version__
+    from .. import __version__
     return {"version": __version__, "backend": backend,
             "python_version": "%d.%d.%d" % sys.version_info[:3]}
 
@@ -258,7 +257,7 @@ def _views(buf, n: int, size: int):
 def svc_columns(services) -> dict:
     """Value columns of the service array, keyed by SVC_FAMILIES tuple
     position: strided memoryviews over the records on little-endian hosts
-    (records are host order: :class:`~ipvs_fast.exposition.Column`), else lists."""
+    (records are host order: :class:`~ipvs_fast.formats.exposition.Column`), else lists."""
     n = len(services) // SVC_SIZE
     if n and _LITTLE:
         return {
@@ -275,7 +274,7 @@ def dest_columns(dests) -> dict:
     """Value columns of the dest array, keyed by DEST_FAMILIES tuple position.
 
     On little-endian hosts (records are host order) these are
-    :class:`~ipvs_fast.exposition.Column` views of the records: formatted
+    :class:`~ipvs_fast.formats.exposition.Column` views of the records: formatted
     straight from the records by the C formatter, or turned into ints one
     segment at a time, so no column of Python ints is ever held whole.
     """
@@ -351,10 +350,10 @@ class _NsState:
         self.agg: Optional[tuple] = None    # (group index, group blocks) when aggregating
 
 
-class Renderer(FamilyRenderer):
+class IngressRenderer(FamilyRenderer):
     """Text-format renderer with a label-block cache.
 
-    Output goes through :func:`ipvs_fast.exposition.plan_exposition`: the
+    Output goes through :func:`ipvs_fast.formats.exposition.plan_exposition`: the
     families are runs of cached label blocks (:class:`Blocks`) and value
     columns read straight from the packed records (:class:`Column`), which
     the C formatter writes segment by segment (no per-sample Python object
@@ -372,12 +371,12 @@ class Renderer(FamilyRenderer):
     it. When the snapshot's identity columns and port map are unchanged since
     the last render (the steady state), the previous block lists are reused
     wholesale and only the values are formatted.
-    Thread-safe (renders are serialized per Renderer).
+    Thread-safe (renders are serialized per IngressRenderer).
 
     *metric_filter*: ``name -> bool``, the families to write (all if None).
     *destinations*: None = one series per destination; ``"none"`` = no
     destination series; a tuple of label names = destination series summed
-    over the destinations equal in those labels (see ipvs_fast.policy).
+    over the destinations equal in those labels (see ipvs_fast.formats.policy).
     """
 
     def __init__(self, metric_filter=None, destinations=None):
@@ -530,10 +529,10 @@ def _groups(ns: str, sbuf, dbuf, ndest: int, ports: dict, keep: tuple) -> tuple:
     return group_index(labels(), keep)
 
 
-_default = Renderer()
+_default = IngressRenderer()
 
 
 def render(results: list, build_info: Optional[dict] = None, extra="") -> bytes:
     """Render *results* (CollectResults) as text format 0.0.4 bytes using a
-    process-wide :class:`Renderer` (its cache persists across calls)."""
+    process-wide :class:`IngressRenderer` (its cache persists across calls)."""
     return _default.render(results, build_info, extra)

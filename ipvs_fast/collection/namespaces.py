@@ -1,4 +1,4 @@
-"""Many namespaces: path patterns -> NamespaceTargets, collected in parallel.
+"""Collection, many namespaces: path patterns -> NamespaceTargets, collected in parallel.
 
 ``--namespace-path`` may be given several times; each value is
 
@@ -11,7 +11,7 @@
 Targets are keyed by the expanded path (the string that becomes the
 ``namespace`` label; no symlink resolution, so ``/var/run/...`` stays
 ``/var/run/...``). A path seen for the first time gets a new
-:class:`~ipvs_fast.target.NamespaceTarget`; a path no longer in the expansion
+:class:`~ipvs_fast.collection.target.NamespaceTarget`; a path no longer in the expansion
 has its target closed (its sockets would pin the namespace), after its
 collection finishes if one is still running.
 
@@ -70,6 +70,13 @@ def expand(patterns: Iterable[str], empty: Optional[list] = None) -> list:
     return out
 
 
+def namespace_targets(open_backend: Callable[[str, float], object],
+                      timeout: float) -> Callable[[str], NamespaceTarget]:
+    """``make_target(path)`` for :class:`TargetSet`: a NamespaceTarget
+    opening *open_backend* with *timeout*."""
+    return lambda path: NamespaceTarget(path, open_backend, timeout)
+
+
 class _Slot:
     __slots__ = ("target", "future", "started", "late")
 
@@ -84,20 +91,15 @@ class TargetSet:
     """The namespaces *patterns* currently expand to, one target each.
 
     *make_target(path)* builds a target (``collect() -> CollectResult``,
-    ``close()``); by default a NamespaceTarget with *backend*/*timeout*.
+    ``close()``): a NamespaceTarget (see :func:`namespace_targets`).
     ``collect(deadline)`` never raises and never blocks much longer than
     *deadline* seconds.
     """
 
-    def __init__(self, patterns: Iterable[str], backend: str = "native",
-                 timeout: float = 5.0, *,
-                 make_target: Optional[Callable[[str], object]] = None,
+    def __init__(self, patterns: Iterable[str], make_target: Callable[[str], object], *,
                  workers: int = DEFAULT_WORKERS,
                  clock: Callable[[], float] = time.monotonic):
         self.patterns = list(patterns)
-        if make_target is None:
-            def make_target(path, backend=backend, timeout=timeout):
-                return NamespaceTarget(path, backend=backend, timeout=timeout)
         self._make = make_target
         self._clock = clock
         self._lock = threading.Lock()

@@ -1,0 +1,309 @@
+"""HTTP: aiohttp's low-level server on uvloop, serving an exposition source.
+
+* ``GET``/``HEAD`` on the telemetry path -> the source's exposition,
+  gzip-encoded when Accept-Encoding allows it; ``/`` landing page;
+  ``/healthz``; 404 elsewhere; 405 for other methods on those paths.
+* The source is anything with ``content_type`` and ``collect(deadline) ->
+  body`` (a sized iterable of bytes pieces, e.g. :class:`ipvs_fast.exporter.
+  Exporter`); the server knows no format. Collection runs in a small thread
+  pool, never on the event loop; bodies are streamed by
+  :class:`ipvs_fast.http.payload.Payload`. Concurrent scrapes share one
+  in-flight collection (single-flight); a request arriving after it
+  finished starts a new one. Collection gets a deadline from the
+  ``X-Prometheus-Scrape-Timeout-Seconds`` header (see MetricsServer); the
+  request that starts a collection sets its deadline.
+* Explicit limits: keep-alive / idle-connection timeout (also bounds how long
+  a client may take to send its request head), header size limits, a
+  per-request handling timeout, and a shutdown timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+from aiohttp import web
+
+from .listen import bind_listen_socket, parse_listen_address, url_host
+from .payload import Payload
+
+log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+
+
+def accepts_gzip(header: Optional[str]) -> bool:
+    """RFC 9110 Accept-Encoding: gzip (or ``*``) with a non-zero q-value."""
+    if not header:
+        return False
+    gzip_q = None
+    star_q = None
+    for item in header.split(","):
+        parts = item.strip().split(";")
+        coding = parts[0].strip().lower()
+        q = 1.0
+        for p in parts[1:]:
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v.strip())
+                except ValueError:
+                    q = 0.0
+        if coding in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif coding == "*":
+            star_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return bool(star_q and star_q > 0)
+
+
+LANDING = """<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>IPVS Exporter</title></head>
+<body>
+<h1>IPVS Exporter</h1>
+<p>ipvs_fast {version} &mdash; Prometheus exporter for Linux IPVS.</p>
+<p><a href="{path}">Metrics</a></p>
+</body>
+</html>
+"""
+
+
+class MetricsServer:
+    """The HTTP server for *source* (``content_type`` and a thread-safe
+    ``collect(deadline_seconds) -> body``; a body is a sized iterable of
+    bytes pieces, made as the response is written).
+
+    Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
+    sends with every scrape) or, when absent or not a positive number,
+    *scrape_timeout*; minus *scrape_timeout_margin* (time left for
+    rendering, compression and transfer), but never less than half the
+    timeout. Single-flight: a collection already in flight is shared by every
+    request arriving while it runs, and it runs under the deadline of the
+    request that started it (the first); later requests do not shorten or
+    extend it.
+
+    Responses are streamed (chunked on HTTP/1.1): see :class:`Payload`.
+    *request_timeout* bounds a whole response, transfer included; a
+    response cut short after its headers went out is aborted (the
+    connection is reset), never ended as if complete. ``HEAD`` answers with
+    the headers alone and collects nothing.
+    """
+
+    def __init__(self, source, telemetry_path: str = "/metrics", *,
+                 keepalive_timeout: float = 15.0, request_timeout: float = 60.0,
+                 shutdown_timeout: float = 5.0, max_line_size: int = 8190,
+                 max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
+                 version: str = "", scrape_timeout: float = 10.0,
+                 scrape_timeout_margin: float = 0.5):
+        if not telemetry_path.startswith("/"):
+            raise ValueError("telemetry path must start with '/'")
+        self._source = source
+        self.scrape_timeout = scrape_timeout
+        self.scrape_timeout_margin = scrape_timeout_margin
+        self.telemetry_path = telemetry_path
+        self.keepalive_timeout = keepalive_timeout
+        self.request_timeout = request_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._server_kwargs = dict(keepalive_timeout=keepalive_timeout,
+                                   max_line_size=max_line_size,
+                                   max_field_size=max_field_size,
+                                   max_headers=max_headers,
+                                   access_log=None,
+                                   handler_cancellation=True)
+        self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
+                                        thread_name_prefix="ipvs-collect")
+        self._inflight: Optional[tuple] = None     # (collection future, Payload)
+        self._landing = LANDING.format(version=html.escape(version),
+                                       path=html.escape(telemetry_path, quote=True)).encode()
+        self._runner: Optional[web.ServerRunner] = None
+        self.addresses: list = []
+        self.collections = 0       # number of collections started (for tests/debugging)
+        self.last_deadline: Optional[float] = None   # of the last collection started
+
+    # -- request handling ---------------------------------------------------
+    def deadline_for(self, headers) -> float:
+        """Seconds a collection started for a request with *headers* may take."""
+        t = self.scrape_timeout
+        raw = headers.get(SCRAPE_TIMEOUT_HEADER) if headers is not None else None
+        if raw:
+            try:
+                v = float(raw)
+            except ValueError:
+                v = 0.0
+            if 0 < v < float("inf"):
+                t = v
+        return max(t - self.scrape_timeout_margin, t / 2)
+
+    def _join(self, deadline: float, gzip: bool):
+        """(collection future, payload, reader): the collection in flight,
+        or a new one. Synchronous, so the reader is registered before the
+        collection can finish."""
+        if self._inflight is None or self._inflight[0].done():
+            loop = asyncio.get_running_loop()
+            self.collections += 1
+            self.last_deadline = deadline
+            payload = Payload(self._pool)
+            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline)
+            self._inflight = (fut, payload)
+
+            def _clear(f, self=self):
+                if self._inflight is not None and self._inflight[0] is f:
+                    self._inflight = None
+            fut.add_done_callback(_clear)
+        fut, payload = self._inflight
+        return fut, payload, payload.join(gzip)
+
+    def _collect_payload(self, payload: Payload, deadline: float) -> None:
+        body = self._source.collect(deadline)
+        payload.length = len(body)
+        payload.pieces = iter(body)
+
+    async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
+        headers = {"Content-Type": self._source.content_type, "Vary": "Accept-Encoding",
+                   "Cache-Control": "no-store"}
+        if request.method == "HEAD":
+            return web.Response(headers=headers)
+        gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
+        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip)
+        try:
+            # shield: a disconnecting client must not cancel the shared collection
+            await asyncio.shield(fut)
+            batch = await payload.batch(reader)     # errors so far still make a 500
+            if gzip:
+                headers["Content-Encoding"] = "gzip"
+            resp = web.StreamResponse(headers=headers)
+            if not gzip:
+                resp.content_length = payload.length    # no chunked framing to make or parse
+            await resp.prepare(request)
+            state["resp"] = resp
+            sent = 0
+            while batch is not None:
+                for piece in batch:
+                    await resp.write(piece)
+                    sent += len(piece)
+                payload.advance(reader)
+                batch = await payload.batch(reader)
+            if resp.content_length is not None and sent != resp.content_length:
+                raise RuntimeError("body of %d bytes, %d announced" % (sent, resp.content_length))
+            await resp.write_eof()
+            return resp
+        finally:
+            payload.leave(reader)
+
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        state: dict = {}
+        try:
+            return await asyncio.wait_for(self._metrics_response(request, state),
+                                          self.request_timeout)
+        except Exception as e:
+            if "resp" in state:
+                # The status line is out: reset the connection, without the
+                # last chunk, so that the client sees a broken body, not a
+                # short one that parses. (aiohttp's closing write_eof then
+                # fails quietly on the closed transport.)
+                log.warning("scrape aborted mid-body: %r", e)
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return state["resp"]
+            if isinstance(e, asyncio.TimeoutError):
+                log.warning("scrape timed out after %.1fs", self.request_timeout)
+                return web.Response(status=503, text="collection timed out\n")
+            log.exception("collection failed")
+            return web.Response(status=500, text="collection failed\n")
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path == self.telemetry_path:
+            kind = "metrics"
+        elif path == "/":
+            kind = "landing"
+        elif path == "/healthz":
+            kind = "health"
+        else:
+            return web.Response(status=404, text="404 page not found\n")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, text="405 method not allowed\n",
+                                headers={"Allow": "GET, HEAD"})
+        if kind == "metrics":
+            return await self._metrics(request)
+        if kind == "landing":
+            return web.Response(body=self._landing, content_type="text/html", charset="utf-8")
+        return web.Response(text="ok", content_type="text/plain")
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self, listen_address: str) -> list:
+        """Bind and start serving; returns the bound socket addresses."""
+        host, port = parse_listen_address(listen_address)
+        sock = bind_listen_socket(host, port)
+        try:
+            server = web.Server(self.handle, **self._server_kwargs)
+            self._runner = web.ServerRunner(server, handle_signals=False,
+                                            shutdown_timeout=self.shutdown_timeout)
+            await self._runner.setup()
+            site = web.SockSite(self._runner, sock, backlog=128)
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        self.addresses = [sock.getsockname()]
+        for a in self.addresses:
+            log.info("listening on http://%s:%d%s", url_host(a), a[1], self.telemetry_path)
+        return self.addresses
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        # a collection stuck in the kernel must not block shutdown
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def new_event_loop_factory():
+    """uvloop's loop factory, or None (plain asyncio) when uvloop is missing."""
+    try:
+        import uvloop
+        return uvloop.new_event_loop
+    except Exception:  # pragma: no cover
+        log.debug("uvloop not available, using the default asyncio event loop")
+        return None
+
+
+def run(server: MetricsServer, listen_address: str,
+        on_started: Optional[Callable[[list], None]] = None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        await server.start(listen_address)
+        if on_started is not None:
+            on_started(server.addresses)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down (shutdown_timeout=%gs)", server.shutdown_timeout)
+            await server.stop()
+
+    factory = new_event_loop_factory()
+    if hasattr(asyncio, "Runner"):                      # Python >= 3.11
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+    else:  # pragma: no cover - older Pythons
+        loop = factory() if factory else asyncio.new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
