@@ -50,9 +50,18 @@ LABEL org.opencontainers.image.title="ipvs_fast" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# One layer: a venv without pip, filled offline from the builder's wheels.
+# One layer: iptables-save and nsenter, which read the mangle table that maps
+# Swarm's fwmarks to published ports (from the image's own apt sources when
+# missing), and a venv without pip, filled offline from the builder's wheels.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    --mount=type=secret,id=apt.conf,target=/etc/apt/apt.conf.d/99build \
     set -eu; \
+    if ! command -v iptables-save >/dev/null || ! command -v nsenter >/dev/null; then \
+        apt-get update -qq; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            iptables util-linux >/dev/null; \
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
+    fi; \
     python3 -m venv --without-pip /opt/ipvs-fast; \
     pip_wheel=$(echo /wheels/pip/pip-*.whl); \
     /opt/ipvs-fast/bin/python "$pip_wheel/pip" install --quiet --no-index \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine (as root):
 # the emulated-kernel tools and real peers from Debian, a Docker engine and
-# debootstrap (the image and Swarm tests make their own bases), systemd (for
+# debootstrap (the image and Swarm tests make their own bases; apparmor_parser
+# for the docker-default profile on AppArmor kernels), systemd (for
 # systemd-analyze), and a project venv with the package (C core built by
 # pip), test tools (kubernetes-validate among them) and virtme-ng.
 set -euo pipefail
@@ -9,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${IPVS_FAST_VENV:-$ROOT/.venv}
 APT_PKGS="qemu-system-x86 linux-image-amd64 ipvsadm iptables iproute2 busybox-static libcap2-bin
           util-linux prometheus prometheus-node-exporter gcc libc6-dev
-          docker.io debootstrap systemd"
+          docker.io debootstrap systemd apparmor"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"
