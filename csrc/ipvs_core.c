@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "ipvs_core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -1253,4 +1254,408 @@ long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len)
         off += (size_t)n;
     }
     return (long)off;
+}
+
+/* ------------------------------------------------------------------------ */
+/* namespace settings: GET_INFO / GET_CONFIG                                */
+
+#define K_CMD_GET_CONFIG        13
+#define K_CMD_GET_INFO          15
+
+#define K_INFO_ATTR_VERSION     1
+#define K_INFO_ATTR_CONN_TAB_SIZE 2
+#define K_CMD_ATTR_TIMEOUT_TCP  4
+#define K_CMD_ATTR_TIMEOUT_TCP_FIN 5
+#define K_CMD_ATTR_TIMEOUT_UDP  6
+
+enum reply_kind { REPLY_INFO, REPLY_CONFIG };
+
+struct reply_ctx {
+    enum reply_kind kind;
+    uint16_t family_id;     /* 0 = do not check nlmsg_type */
+    int check_seq;          /* socket mode: skip messages not for us */
+    uint32_t seq;
+    uint32_t portid;
+    struct ipvs_settings_rec *rec;
+    char *errbuf;
+    size_t errlen;
+};
+
+static const char *reply_name(enum reply_kind k)
+{
+    return k == REPLY_INFO ? "GET_INFO" : "GET_CONFIG";
+}
+
+/* The top-level attributes of a GET_INFO / GET_CONFIG reply into c->rec. */
+static int parse_settings_attrs(struct reply_ctx *c, const uint8_t *p, size_t len)
+{
+    struct attr_iter it;
+    struct attr a;
+    int r;
+
+    attr_iter_init(&it, p, len);
+    while ((r = attr_next(&it, &a)) > 0) {
+        uint32_t *field = NULL, bit = 0;
+
+        if (c->kind == REPLY_INFO) {
+            if (a.type == K_INFO_ATTR_VERSION) {
+                field = &c->rec->version;
+                bit = IPVS_SET_VERSION;
+            } else if (a.type == K_INFO_ATTR_CONN_TAB_SIZE) {
+                field = &c->rec->conn_tab_size;
+                bit = IPVS_SET_CONN_TAB_SIZE;
+            }
+        } else {
+            if (a.type == K_CMD_ATTR_TIMEOUT_TCP) {
+                field = &c->rec->timeout_tcp;
+                bit = IPVS_SET_TIMEOUT_TCP;
+            } else if (a.type == K_CMD_ATTR_TIMEOUT_TCP_FIN) {
+                field = &c->rec->timeout_tcp_fin;
+                bit = IPVS_SET_TIMEOUT_TCP_FIN;
+            } else if (a.type == K_CMD_ATTR_TIMEOUT_UDP) {
+                field = &c->rec->timeout_udp;
+                bit = IPVS_SET_TIMEOUT_UDP;
+            }
+        }
+        if (!field)
+            continue;       /* unknown or newer attribute */
+        if (a.len != 4) {
+            seterr(c->errbuf, c->errlen, "%s reply: attribute %u has length %zu, expected 4",
+                   reply_name(c->kind), a.type, a.len);
+            return -EBADMSG;
+        }
+        *field = rd32(a.data);
+        c->rec->attrs |= bit;
+    }
+    if (r < 0) {
+        seterr(c->errbuf, c->errlen, "%s reply: malformed attribute", reply_name(c->kind));
+        return r;
+    }
+    return 0;
+}
+
+/* Walk one buffer of a non-dump reply. 1: the reply message was parsed,
+ * 0: more expected, -errno: kernel error or malformed input. */
+static int parse_reply(struct reply_ctx *c, const uint8_t *buf, size_t len)
+{
+    const char *what = reply_name(c->kind);
+
+    if (!c->rec || (!buf && len)) {
+        seterr(c->errbuf, c->errlen, "NULL record or buffer");
+        return -EINVAL;
+    }
+    while (len > 0) {
+        struct nlmsghdr nlh;
+        const uint8_t *payload;
+        size_t plen, adv;
+        int r;
+
+        if (len < NLMSG_HDRLEN) {
+            seterr(c->errbuf, c->errlen, "%s reply: %zu trailing bytes, shorter than a "
+                   "netlink header", what, len);
+            return -EBADMSG;
+        }
+        memcpy(&nlh, buf, sizeof(nlh));
+        if (nlh.nlmsg_len < NLMSG_HDRLEN || nlh.nlmsg_len > len) {
+            seterr(c->errbuf, c->errlen, "%s reply: nlmsg_len %u out of range (%zu bytes left)",
+                   what, nlh.nlmsg_len, len);
+            return -EBADMSG;
+        }
+        payload = buf + NLMSG_HDRLEN;
+        plen = nlh.nlmsg_len - NLMSG_HDRLEN;
+        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
+        if (adv >= len) {
+            buf += len;
+            len = 0;
+        } else {
+            buf += adv;
+            len -= adv;
+        }
+        if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
+            continue;       /* stale or foreign message */
+        if (nlh.nlmsg_type == NLMSG_ERROR) {
+            int32_t e;
+
+            if (plen < sizeof(e)) {
+                seterr(c->errbuf, c->errlen, "%s reply: truncated NLMSG_ERROR", what);
+                return -EBADMSG;
+            }
+            memcpy(&e, payload, sizeof(e));
+            if (e == 0)
+                continue;   /* ACK */
+            if (e > 0 || e < -4095) {
+                seterr(c->errbuf, c->errlen, "%s reply: NLMSG_ERROR with invalid error %d",
+                       what, (int)e);
+                return -EBADMSG;
+            }
+            seterr(c->errbuf, c->errlen, "kernel rejected %s: %s", what, strerror(-e));
+            return e;
+        }
+        if (nlh.nlmsg_type == NLMSG_NOOP)
+            continue;
+        if (nlh.nlmsg_type < NLMSG_MIN_TYPE) {
+            seterr(c->errbuf, c->errlen, "%s reply: unexpected control message type %u",
+                   what, nlh.nlmsg_type);
+            return -EBADMSG;
+        }
+        if (c->family_id && nlh.nlmsg_type != c->family_id) {
+            seterr(c->errbuf, c->errlen, "%s reply: unexpected message type %u (IPVS family "
+                   "is %u)", what, nlh.nlmsg_type, c->family_id);
+            return -EBADMSG;
+        }
+        if (plen < GENL_HDRLEN) {
+            seterr(c->errbuf, c->errlen, "%s reply: message too short for a genl header", what);
+            return -EBADMSG;
+        }
+        r = parse_settings_attrs(c, payload + GENL_HDRLEN, plen - GENL_HDRLEN);
+        return r < 0 ? r : 1;
+    }
+    return 0;
+}
+
+static int parse_settings_msgs(enum reply_kind kind, const uint8_t *buf, size_t len,
+                               uint16_t family_id, struct ipvs_settings_rec *rec,
+                               char *errbuf, size_t errlen)
+{
+    struct reply_ctx c;
+
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.family_id = family_id;
+    c.rec = rec;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    return parse_reply(&c, buf, len);
+}
+
+int ipvs_parse_info_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                         struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    return parse_settings_msgs(REPLY_INFO, buf, len, family_id, rec, errbuf, errlen);
+}
+
+int ipvs_parse_config_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                           struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    return parse_settings_msgs(REPLY_CONFIG, buf, len, family_id, rec, errbuf, errlen);
+}
+
+/* One request/reply exchange (not a dump) into rec. */
+static int nl_get(ipvs_handle *h, enum reply_kind kind, struct ipvs_settings_rec *rec,
+                  char *errbuf, size_t errlen)
+{
+    uint8_t msg[32];
+    size_t off;
+    struct reply_ctx c;
+    int r;
+
+    off = put_genl_hdr(msg, h->family_id, NLM_F_REQUEST,
+                       kind == REPLY_INFO ? K_CMD_GET_INFO : K_CMD_GET_CONFIG,
+                       K_IPVS_GENL_VERSION);
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.family_id = h->family_id;
+    c.check_seq = 1;
+    c.seq = ++h->seq;
+    c.portid = h->portid;
+    c.rec = rec;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    finish_msg(msg, off, c.seq);
+    r = nl_send(h, msg, off, errbuf, errlen);
+    if (r < 0)
+        return r;
+    for (;;) {
+        int n = nl_recv(h, 0, errbuf, errlen);
+
+        if (n < 0) {
+            r = n;
+            break;
+        }
+        r = parse_reply(&c, h->buf, (size_t)n);
+        if (r != 0)
+            break;
+    }
+    if (r < 0) {
+        nl_drain(h);
+        return r;
+    }
+    return 0;
+}
+
+int ipvs_get_settings(ipvs_handle *h, struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    int r;
+
+    if (!h || !rec) {
+        seterr(errbuf, errlen, "ipvs_get_settings: NULL handle or record");
+        return -EINVAL;
+    }
+    memset(rec, 0, sizeof(*rec));
+    r = nl_get(h, REPLY_INFO, rec, errbuf, errlen);
+    if (r == 0)
+        r = nl_get(h, REPLY_CONFIG, rec, errbuf, errlen);
+    if (r < 0)
+        memset(rec, 0, sizeof(*rec));
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* namespace settings: the IPVS sysctls                                     */
+
+#define SYSCTL_DIR              "/proc/sys/net/ipv4/vs"
+#define SYSCTL_NAME_MAX         64
+#define SYSCTL_MAX_FILES        256
+
+struct sysctl_file {
+    char name[SYSCTL_NAME_MAX];
+    int fd;
+};
+
+struct ipvs_sysctls {
+    struct sysctl_file *files;
+    int n;
+};
+
+static int sysctl_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct sysctl_file *)a)->name, ((const struct sysctl_file *)b)->name);
+}
+
+/* Open the files of SYSCTL_DIR (in the calling thread's namespace). */
+static int sysctls_collect(ipvs_sysctls *s, char *errbuf, size_t errlen)
+{
+    DIR *d;
+    struct dirent *e;
+    int dfd;
+
+    d = opendir(SYSCTL_DIR);
+    if (!d)
+        return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+    dfd = dirfd(d);
+    s->files = calloc(SYSCTL_MAX_FILES, sizeof(*s->files));
+    if (!s->files) {
+        closedir(d);
+        seterr(errbuf, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    while ((e = readdir(d)) != NULL && s->n < SYSCTL_MAX_FILES) {
+        int fd;
+
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= SYSCTL_NAME_MAX)
+            continue;
+        if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN)
+            continue;
+        fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;       /* e.g. write-only: nothing to export */
+        snprintf(s->files[s->n].name, SYSCTL_NAME_MAX, "%s", e->d_name);
+        s->files[s->n].fd = fd;
+        s->n++;
+    }
+    closedir(d);
+    qsort(s->files, (size_t)s->n, sizeof(*s->files), sysctl_cmp);
+    return 0;
+}
+
+ipvs_sysctls *ipvs_sysctls_open(ipvs_handle *h, int *err, char *errbuf, size_t errlen)
+{
+    ipvs_sysctls *s;
+    int saved = -1, switched = 0, rc = 0;
+    char path[128];
+    struct stat st_t, st_s;
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!h || h->ns_fd < 0) {
+        if (err)
+            *err = -EBADF;
+        seterr(errbuf, errlen, "ipvs_sysctls_open: no namespace handle");
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (err)
+            *err = -ENOMEM;
+        seterr(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    thread_proc(path, sizeof(path), "ns/net");
+    saved = open(path, O_RDONLY | O_CLOEXEC);
+    if (saved < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "open(%s): %s", path, strerror(-rc));
+        goto out;
+    }
+    if (!(fstat(h->ns_fd, &st_t) == 0 && fstat(saved, &st_s) == 0 &&
+          st_t.st_dev == st_s.st_dev && st_t.st_ino == st_s.st_ino)) {
+        if (setns(h->ns_fd, CLONE_NEWNET) < 0) {
+            rc = -errno;
+            seterr(errbuf, errlen, "setns(%s): %s%s", h->label, strerror(-rc),
+                   setns_hint(-rc));
+            goto out;
+        }
+        switched = 1;
+    }
+    rc = sysctls_collect(s, errbuf, errlen);
+    if (rc < 0 && !(errbuf && errbuf[0]))
+        seterr(errbuf, errlen, "namespace %s: opendir(%s): %s", h->label, SYSCTL_DIR,
+               strerror(-rc));
+
+out:
+    if (switched && setns(saved, CLONE_NEWNET) < 0) {
+        int e = errno;
+
+        seterr(errbuf, errlen,
+               "FATAL: could not restore this thread's network namespace after entering %s: "
+               "setns: %s; the thread is now in the wrong namespace", h->label, strerror(e));
+        rc = -e;
+    }
+    if (saved >= 0)
+        close(saved);
+    if (rc < 0) {
+        ipvs_sysctls_close(s);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
+    if (err)
+        *err = 0;
+    return s;
+}
+
+void ipvs_sysctls_close(ipvs_sysctls *s)
+{
+    int i;
+
+    if (!s)
+        return;
+    for (i = 0; i < s->n; i++)
+        close(s->files[i].fd);
+    free(s->files);
+    free(s);
+}
+
+int ipvs_sysctls_count(const ipvs_sysctls *s)
+{
+    return s ? s->n : 0;
+}
+
+const char *ipvs_sysctls_name(const ipvs_sysctls *s, int i)
+{
+    if (!s || i < 0 || i >= s->n)
+        return NULL;
+    return s->files[i].name;
+}
+
+long ipvs_sysctls_read(ipvs_sysctls *s, int i, char *buf, size_t len)
+{
+    ssize_t n;
+
+    if (!s || !buf || i < 0 || i >= s->n)
+        return -EINVAL;
+    do {
+        n = pread(s->files[i].fd, buf, len, 0);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
 }

@@ -8,7 +8,9 @@ exporter's own: its command line (``/proc/1/cmdline``) and the same
 wildcard address is checked on loopback. Exit status 0 = healthy, 1 = not
 (Docker's convention); one line on stderr says why.
 """
+import ssl
 import sys
+import urllib.error
 import urllib.request
 
 
@@ -25,25 +27,35 @@ def exporter_argv(cmdline: bytes) -> list:
 
 
 def health_url(argv: list) -> str:
+    """The exporter's first listen address (https when its web config has TLS)."""
     from .cli import parse_args
     from .http.listen import parse_listen_address
 
-    host, port = parse_listen_address(parse_args(argv).listen_address)
+    args = parse_args(argv)
+    host, port = parse_listen_address(args.listen_address[0])
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/healthz"
+    web_config = getattr(args, "web_config", None)
+    scheme = "https" if web_config is not None and web_config.tls else "http"
+    return f"{scheme}://{host}:{port}/healthz"
 
 
 def main() -> int:
     try:
         with open("/proc/1/cmdline", "rb") as f:
             url = health_url(exporter_argv(f.read()))
-        with urllib.request.urlopen(url, timeout=4) as r:
-            r.read()
+        # loopback liveness, not identity: the certificate is not checked
+        context = ssl._create_unverified_context() if url.startswith("https:") else None
+        try:
+            with urllib.request.urlopen(url, timeout=4, context=context) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            if e.code != 401:        # basic auth configured: it answered, so it is alive
+                raise
         return 0
     except (OSError, ValueError, SystemExit) as e:
         print(f"unhealthy: {e}", file=sys.stderr)

@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine (as root):
-# the emulated-kernel tools and real peers from Debian, a Docker engine and
-# debootstrap (the image and Swarm tests make their own bases; apparmor_parser
-# for the docker-default profile on AppArmor kernels), systemd (for
-# systemd-analyze), and a project venv with the package (C core built by
-# pip), test tools (kubernetes-validate among them) and virtme-ng.
+# the emulated-kernel tools and real peers from Debian, and a project venv
+# with the package (C core built by pip), test tools and virtme-ng.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${IPVS_FAST_VENV:-$ROOT/.venv}
 APT_PKGS="qemu-system-x86 linux-image-amd64 ipvsadm iptables iproute2 busybox-static libcap2-bin
-          util-linux prometheus prometheus-node-exporter gcc libc6-dev
-          docker.io debootstrap systemd apparmor"
+          util-linux prometheus prometheus-node-exporter gcc libc6-dev curl systemd docker.io
+          debootstrap apparmor"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"

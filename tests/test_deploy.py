@@ -187,7 +187,7 @@ def test_systemd_env_file_is_accepted_by_the_exporter(monkeypatch):
             key, _, value = line.partition("=")
             monkeypatch.setenv(key, value)
     args = parse_args([])
-    assert args.listen_address == f":{PORT}"
+    assert args.listen_address == [f":{PORT}"]
     assert args.namespace_path == [""]
 
 

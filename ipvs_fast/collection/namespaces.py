@@ -23,6 +23,12 @@ not started again while it runs: later scrapes report that namespace
 ``up=0`` ("previous collection still running") with the age of the running
 collection as duration, until it returns. Collections queued behind busy
 workers and not started by the deadline are cancelled.
+
+Every scrape in which a namespace is reported ``up=0`` (its collection failed,
+missed the deadline, was not started, or an earlier one is still running)
+counts as one scrape error of that namespace (``CollectResult.scrape_errors``,
+since the namespace appeared; a namespace gone from the expansion loses its
+count with its target).
 """
 from __future__ import annotations
 
@@ -78,13 +84,14 @@ def namespace_targets(open_backend: Callable[[str, float], object],
 
 
 class _Slot:
-    __slots__ = ("target", "future", "started", "late")
+    __slots__ = ("target", "future", "started", "late", "errors")
 
     def __init__(self, target):
         self.target = target
         self.future: Optional[Future] = None
         self.started = 0.0
         self.late = False           # the last scrape missed its deadline (log once)
+        self.errors = 0             # scrapes that got no good collection of it
 
 
 class TargetSet:
@@ -195,7 +202,12 @@ class TargetSet:
                                           error="previous collection still running")
             log.debug("namespace %r: previous collection still running (%.1fs)",
                       path, now - started)
-        return [results[path] for path, _ in slots]
+        out = [results[path] for path, _ in slots]
+        for (path, slot), r in zip(slots, out):
+            if not r.up:
+                slot.errors += 1
+            r.scrape_errors = slot.errors
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -3,9 +3,11 @@
 * ``GET``/``HEAD`` on the telemetry path -> the source's exposition,
   gzip-encoded when Accept-Encoding allows it; ``/`` landing page;
   ``/healthz``; 404 elsewhere; 405 for other methods on those paths.
-* The source is anything with ``content_type`` and ``collect(deadline) ->
-  body`` (a sized iterable of bytes pieces, e.g. :class:`ipvs_fast.exporter.
-  Exporter`); the server knows no format. Collection runs in a small thread
+* The source is anything with ``content_types`` (the media types it
+  writes, preferred first) and ``collect(deadline, content_type) -> body``
+  (a sized iterable of bytes pieces; *content_type* negotiated from the
+  request's ``Accept``), e.g. :class:`ipvs_fast.exporter.Exporter`; the
+  server knows no format. Collection runs in a small thread
   pool, never on the event loop; bodies are streamed by
   :class:`ipvs_fast.http.payload.Payload`. Concurrent scrapes share one
   in-flight collection (single-flight); a request arriving after it
@@ -27,8 +29,10 @@ from typing import Callable, Optional
 
 from aiohttp import web
 
-from .listen import bind_listen_socket, parse_listen_address, url_host
+from .listen import listen_sockets, url_host
+from .negotiate import negotiate
 from .payload import Payload
+from .sites import ListenSite
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +78,18 @@ LANDING = """<!DOCTYPE html>
 
 
 class MetricsServer:
-    """The HTTP server for *source* (``content_type`` and a thread-safe
-    ``collect(deadline_seconds) -> body``; a body is a sized iterable of
-    bytes pieces, made as the response is written).
+    """The HTTP server for *source* (``content_types`` and a thread-safe
+    ``collect(deadline_seconds, content_type) -> body``; a body is a sized
+    iterable of bytes pieces, made as the response is written).
 
     Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
     sends with every scrape) or, when absent or not a positive number,
     *scrape_timeout*; minus *scrape_timeout_margin* (time left for
     rendering, compression and transfer), but never less than half the
     timeout. Single-flight: a collection already in flight is shared by every
-    request arriving while it runs, and it runs under the deadline of the
-    request that started it (the first); later requests do not shorten or
-    extend it.
+    request for the same content type arriving while it runs, and it runs
+    under the deadline of the request that started it (the first); later
+    requests do not shorten or extend it.
 
     Responses are streamed (chunked on HTTP/1.1): see :class:`Payload`.
     *request_timeout* bounds a whole response, transfer included; a
@@ -99,10 +103,12 @@ class MetricsServer:
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
                  version: str = "", scrape_timeout: float = 10.0,
-                 scrape_timeout_margin: float = 0.5):
+                 scrape_timeout_margin: float = 0.5, web_security=None):
         if not telemetry_path.startswith("/"):
             raise ValueError("telemetry path must start with '/'")
         self._source = source
+        #: ipvs_fast.http.webconfig.WebSecurity (--web.config.file) or None
+        self.web_security = web_security
         self.scrape_timeout = scrape_timeout
         self.scrape_timeout_margin = scrape_timeout_margin
         self.telemetry_path = telemetry_path
@@ -117,7 +123,8 @@ class MetricsServer:
                                    handler_cancellation=True)
         self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
                                         thread_name_prefix="ipvs-collect")
-        self._inflight: Optional[tuple] = None     # (collection future, Payload)
+        #: content type -> (collection future, Payload) in flight
+        self._inflight: dict = {}
         self._landing = LANDING.format(version=html.escape(version),
                                        path=html.escape(telemetry_path, quote=True)).encode()
         self._runner: Optional[web.ServerRunner] = None
@@ -139,37 +146,41 @@ class MetricsServer:
                 t = v
         return max(t - self.scrape_timeout_margin, t / 2)
 
-    def _join(self, deadline: float, gzip: bool):
-        """(collection future, payload, reader): the collection in flight,
-        or a new one. Synchronous, so the reader is registered before the
-        collection can finish."""
-        if self._inflight is None or self._inflight[0].done():
+    def _join(self, deadline: float, gzip: bool, content_type: str):
+        """(collection future, payload, reader): the collection in flight
+        for *content_type*, or a new one. Synchronous, so the reader is
+        registered before the collection can finish."""
+        inflight = self._inflight.get(content_type)
+        if inflight is None or inflight[0].done():
             loop = asyncio.get_running_loop()
             self.collections += 1
             self.last_deadline = deadline
             payload = Payload(self._pool)
-            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline)
-            self._inflight = (fut, payload)
+            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline,
+                                       content_type)
+            inflight = self._inflight[content_type] = (fut, payload)
 
             def _clear(f, self=self):
-                if self._inflight is not None and self._inflight[0] is f:
-                    self._inflight = None
+                if self._inflight.get(content_type, (None,))[0] is f:
+                    del self._inflight[content_type]
             fut.add_done_callback(_clear)
-        fut, payload = self._inflight
+        fut, payload = inflight
         return fut, payload, payload.join(gzip)
 
-    def _collect_payload(self, payload: Payload, deadline: float) -> None:
-        body = self._source.collect(deadline)
+    def _collect_payload(self, payload: Payload, deadline: float, content_type: str) -> None:
+        body = self._source.collect(deadline, content_type)
         payload.length = len(body)
         payload.pieces = iter(body)
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
-        headers = {"Content-Type": self._source.content_type, "Vary": "Accept-Encoding",
-                   "Cache-Control": "no-store"}
+        content_type = negotiate(request.headers.get("Accept"), self._source.content_types)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding",
+                   "Cache-Control": "no-store", **self._extra_headers()}
         if request.method == "HEAD":
             return web.Response(headers=headers)
         gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
-        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip)
+        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip,
+                                          content_type)
         try:
             # shield: a disconnecting client must not cancel the shared collection
             await asyncio.shield(fut)
@@ -217,7 +228,20 @@ class MetricsServer:
             log.exception("collection failed")
             return web.Response(status=500, text="collection failed\n")
 
+    def _extra_headers(self) -> dict:
+        return self.web_security.headers if self.web_security is not None else {}
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.web_security is not None:
+            refused = await self.web_security.admit(request, open_path=request.path == "/healthz")
+            if refused is not None:
+                return refused
+        resp = await self._route(request)
+        if not resp.prepared:
+            resp.headers.update(self._extra_headers())
+        return resp
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path == self.telemetry_path:
             kind = "metrics"
@@ -237,26 +261,38 @@ class MetricsServer:
         return web.Response(text="ok", content_type="text/plain")
 
     # -- lifecycle -------------------------------------------------------------
-    async def start(self, listen_address: str) -> list:
-        """Bind and start serving; returns the bound socket addresses."""
-        host, port = parse_listen_address(listen_address)
-        sock = bind_listen_socket(host, port)
+    async def start(self, listen_address) -> list:
+        """Bind and start serving; returns the bound socket addresses.
+        *listen_address*: one HOST:PORT, several, or listening sockets
+        (e.g. from systemd socket activation)."""
+        socks = listen_sockets(listen_address)
+        security = self.web_security
+        ctx = security.config.ssl_context if security is not None else None
         try:
             server = web.Server(self.handle, **self._server_kwargs)
             self._runner = web.ServerRunner(server, handle_signals=False,
                                             shutdown_timeout=self.shutdown_timeout)
             await self._runner.setup()
-            site = web.SockSite(self._runner, sock, backlog=128)
-            await site.start()
+            for sock in socks:
+                site = ListenSite(self._runner, sock, ssl_context=ctx, backlog=128)
+                await site.start()
+                if security is not None:
+                    security.add_site(site)
         except BaseException:
-            sock.close()
+            for sock in socks:
+                sock.close()
             raise
-        self.addresses = [sock.getsockname()]
+        if security is not None:
+            security.start()
+        self.addresses = [sock.getsockname() for sock in socks]
         for a in self.addresses:
-            log.info("listening on http://%s:%d%s", url_host(a), a[1], self.telemetry_path)
+            log.info("listening on %s://%s:%d%s", "https" if ctx else "http",
+                     url_host(a), a[1], self.telemetry_path)
         return self.addresses
 
     async def stop(self) -> None:
+        if self.web_security is not None:
+            await self.web_security.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

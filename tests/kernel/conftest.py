@@ -15,12 +15,12 @@ INGRESS_SBOX = "/var/run/docker/netns/ingress_sbox"
 
 def pytest_collection_modifyitems(config, items):
     # Tests that need ip_vs *not* loaded run first, before anything loads it.
-    # Then the Swarm tests: their dockerd makes the real ingress_sbox, whose
+    # Then the stack test: its dockerd makes the real ingress_sbox, whose
     # path the session's lab later borrows for its own namespace.
     def order(item):
         if "ip_vs_absent" in getattr(item, "fixturenames", ()):
             return 0
-        return 1 if "swarm" in getattr(item, "fixturenames", ()) else 2
+        return 1 if "stack_node" in getattr(item, "fixturenames", ()) else 2
     items.sort(key=order)
 
 
