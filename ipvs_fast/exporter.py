@@ -57,8 +57,10 @@ class Exporter:
         """The exposition for one scrape, as a :class:`Body`: the collection
         happens now (namespaces get *deadline* seconds), the text is made as
         the body is iterated."""
+        # outside the lock: concurrent scrapes each wait under their own
+        # deadline (the TargetSet shares running namespace collections)
+        results = self.targets.collect(deadline)
         with self._lock:
-            results = self.targets.collect(deadline)
             if self.service_filter is not None:
                 results = self.service_filter.apply_results(results)
             extra = ""
