@@ -348,7 +348,7 @@ def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
-    from . import backends
+    from . import backends, privileges
     from .collection.namespaces import TargetSet, namespace_targets
     from .exporter import Exporter
     from .formats.ingress import default_build_info
@@ -373,7 +373,9 @@ def main(argv: Optional[list] = None) -> int:
              args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL)
     rc = 0
     try:
-        run(server, args.listen_address)
+        # bound (a privileged port needs no capability kept), not yet serving
+        run(server, args.listen_address,
+            on_started=lambda _: privileges.drop_to(privileges.needed(args.namespace_path)))
     except OSError as e:
         if server.addresses:       # failed while serving, not while binding
             log.exception("server failed: %s", e)

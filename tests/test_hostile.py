@@ -156,9 +156,10 @@ def test_late_namespace_warnings_rate_limited(caplog):
     mk = Maker(slow={"delay": 0.05})
     ts = TargetSet(["slow"], make_target=mk)
     with caplog.at_level(logging.INFO, logger="ipvs_fast.collection.namespaces"):
-        for _ in range(10):
-            ts.collect(0.001)
-            ts.collect(1.0)
+        for _ in range(10):             # late, on time, late, on time, ...
+            assert not ts.collect(0.001)[0].up
+            time.sleep(0.1)
+            assert ts.collect(1.0)[0].up
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     ts.close()
