@@ -248,12 +248,8 @@ def _list_values(p: argparse.ArgumentParser, args) -> dict:
 def _policy(p: argparse.ArgumentParser, args, from_env: dict) -> None:
     """Parse the cardinality flags into args.service_filter,
     args.metric_filter and args.destinations (p.error naming the flag)."""
-    from .formats.policy import (
-        FamilyFilter,
-        ServiceFilter,
-        parse_destination_labels,
-        parse_selectors,
-    )
+    from .formats.policy import (FamilyFilter, ServiceFilter, parse_destination_labels,
+                                 parse_selectors)
 
     def fail(flag, dest, e):
         src = ""

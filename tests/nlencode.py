@@ -18,17 +18,8 @@ from dataclasses import dataclass, replace
 from hypothesis import strategies as st
 
 from ipvs_fast.backends import genl as g
-from ipvs_fast.backends.records import (
-    REC_DEST_AF,
-    REC_PE_NAME,
-    REC_STATS32,
-    REC_STATS64,
-    REC_TUN,
-    Dest,
-    Service,
-    pack_dest,
-    pack_service,
-)
+from ipvs_fast.backends.records import (REC_DEST_AF, REC_PE_NAME, REC_STATS32, REC_STATS64, REC_TUN,
+                                        Dest, Service, pack_dest, pack_service)
 
 FAMILY_ID = 0x23            # a plausible dynamic genl family id
 U16, U32, U64 = 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF

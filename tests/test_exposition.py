@@ -6,15 +6,8 @@ import struct
 import pytest
 
 from ipvs_fast.formats import exposition
-from ipvs_fast.formats.exposition import (
-    EXACT_LIMIT,
-    SEGMENT_SAMPLES,
-    Blocks,
-    Column,
-    fmt_value,
-    plan_exposition,
-    render_exposition,
-)
+from ipvs_fast.formats.exposition import (EXACT_LIMIT, SEGMENT_SAMPLES, Blocks, Column, fmt_value,
+                                          plan_exposition, render_exposition)
 
 SPEC = ("test_family_total", "counter", "A test family")
 REC = struct.Struct("<I4xQ")          # a 16-byte record: u32 at 0, u64 at 8

@@ -17,29 +17,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ipvs_fast import cli
 from ipvs_fast.formats.exposition import go_float
 from ipvs_fast.formats.ipvs import IPVSCollector, IPVSRenderer
-from ipvs_fast.formats.node import (
-    NODE_LABELS,
-    NodeCollector,
-    NodeRenderer,
-    go_ip,
-    parse_backend_labels,
-)
+from ipvs_fast.formats.node import (NODE_LABELS, NodeCollector, NodeRenderer, go_ip,
+                                    parse_backend_labels)
 from tests import procfs_text
-from tests.test_ingress import (
-    AF4,
-    AF6,
-    SCTP,
-    TCP,
-    UDP,
-    dest,
-    ip,
-    result,
-    results_st,
-    samples,
-    small_snapshot,
-    snapshot,
-    svc,
-)
+from tests.test_ingress import (AF4, AF6, SCTP, TCP, UDP, dest, ip, result, results_st, samples,
+                                small_snapshot, snapshot, svc)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")

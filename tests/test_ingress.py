@@ -11,23 +11,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ipvs_fast.backends.records import (
-    DEST_STRUCT,
-    SVC_STRUCT,
-    Dest,
-    Service,
-    pack_dest,
-    pack_service,
-)
+from ipvs_fast.backends.records import (DEST_STRUCT, SVC_STRUCT, Dest, Service, pack_dest,
+                                         pack_service)
 from ipvs_fast.backends.snapshot import Snapshot
 from ipvs_fast.collection.target import CollectResult
 from ipvs_fast.formats import exposition, ingress
-from ipvs_fast.formats.ingress import (
-    IngressCollector,
-    IngressRenderer,
-    collect_families,
-    render,
-)
+from ipvs_fast.formats.ingress import (IngressCollector, IngressRenderer, collect_families, render)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AF4, AF6 = socket.AF_INET, socket.AF_INET6

@@ -20,17 +20,9 @@ import pytest
 
 from ipvs_fast.backends import native
 from ipvs_fast.backends.errors import IPVSError
-from ipvs_fast.backends.records import (
-    DEST_SIZE,
-    REC_DEST_AF,
-    REC_PE_NAME,
-    REC_STATS32,
-    REC_STATS64,
-    REC_TUN,
-    SVC_SIZE,
-    decode_dests,
-    decode_services,
-)
+from ipvs_fast.backends.records import (DEST_SIZE, REC_DEST_AF, REC_PE_NAME, REC_STATS32,
+                                        REC_STATS64, REC_TUN, SVC_SIZE, decode_dests,
+                                        decode_services)
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"extension not built: {native.import_error()}")

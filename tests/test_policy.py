@@ -17,29 +17,12 @@ from ipvs_fast.formats.ingress import IngressRenderer
 from ipvs_fast.formats.ipvs import DEST_FAMILIES as IPVS_DEST_FAMILIES
 from ipvs_fast.formats.ipvs import DEST_INFO, IPVSRenderer
 from ipvs_fast.formats.node import NodeRenderer
-from ipvs_fast.formats.policy import (
-    DEST_LABELS,
-    FamilyFilter,
-    ServiceFilter,
-    parse_destination_labels,
-    parse_selector,
-)
+from ipvs_fast.formats.policy import (DEST_LABELS, FamilyFilter, ServiceFilter,
+                                      parse_destination_labels, parse_selector)
 from tests.test_cli import ROOT
 from tests.test_formats import ipvs_reference, with_totals
-from tests.test_ingress import (
-    AF4,
-    AF6,
-    SCTP,
-    SMALL_PORTS,
-    TCP,
-    UDP,
-    reference,
-    result,
-    results_st,
-    samples,
-    small_snapshot,
-    snapshot,
-)
+from tests.test_ingress import (AF4, AF6, SCTP, SMALL_PORTS, TCP, UDP, reference, result,
+                                results_st, samples, small_snapshot, snapshot)
 
 NS = "/var/run/docker/netns/ingress_sbox"
 INGRESS_DEST = {"ipvs_destination_active_connections_total", "ipvs_destination_inactive_connections_total",

@@ -40,17 +40,8 @@ from typing import List, Optional, Tuple
 
 from . import genl as g
 from .errors import IPVSError
-from .records import (
-    DEST_SIZE,
-    DEST_STRUCT,
-    REC_DEST_AF,
-    REC_PE_NAME,
-    REC_STATS32,
-    REC_STATS64,
-    REC_TUN,
-    SVC_SIZE,
-    SVC_STRUCT,
-)
+from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STATS32, REC_STATS64,
+                      REC_TUN, SVC_SIZE, SVC_STRUCT)
 from .snapshot import Snapshot, parse_ip_vs_stats
 
 __all__ = ["parse_services", "parse_dests", "PythonBackend"]

@@ -21,11 +21,7 @@ import struct
 from array import array
 from typing import Optional
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -33,36 +33,12 @@ import sys
 import threading
 from typing import Optional
 
-from ..backends.records import (
-    D_ACTIVE,
-    D_ADDR,
-    D_AF,
-    D_INACTIVE,
-    D_PORT,
-    D_STATS,
-    DEST_SIZE,
-    DEST_STRUCT,
-    PROTO_NAMES,
-    S_ADDR,
-    S_AF,
-    S_FIRST_DEST,
-    S_FWMARK,
-    S_NDESTS,
-    S_PORT,
-    S_PROTOCOL,
-    S_STATS,
-    SVC_SIZE,
-    SVC_STRUCT,
-    addr_str,
-)
-from .exposition import (
-    CONTENT_TYPE,
-    Blocks,
-    Column,
-    FamilyRenderer,
-    escape_label_value,
-    finish_families,
-)
+from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_STATS, DEST_SIZE,
+                                 DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
+                                 S_NDESTS, S_PORT, S_PROTOCOL, S_STATS, SVC_SIZE, SVC_STRUCT,
+                                 addr_str)
+from .exposition import (CONTENT_TYPE, Blocks, Column, FamilyRenderer, escape_label_value,
+                         finish_families)
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
 from .exposition import results_from as _results_from

@@ -22,27 +22,10 @@ import sys
 import threading
 from typing import Optional
 
-from ..backends.records import (
-    DEST_SIZE,
-    DEST_STRUCT,
-    FWD_NAMES,
-    PROTO_NAMES,
-    SVC_SIZE,
-    SVC_STRUCT,
-    addr_str,
-    cstr,
-)
-from .exposition import (
-    Blocks,
-    Column,
-    FamilyRenderer,
-    escape_label_value,
-    family,
-    finish_families,
-    fmt_value,
-    label_block,
-    results_from,
-)
+from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
+                                 SVC_STRUCT, addr_str, cstr)
+from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
+                         finish_families, fmt_value, label_block, results_from)
 from .policy import group_index, sum_groups
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",

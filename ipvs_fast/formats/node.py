@@ -38,36 +38,11 @@ from typing import Optional
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
-from ..backends.records import (
-    D_ACTIVE,
-    D_ADDR,
-    D_AF,
-    D_INACTIVE,
-    D_PORT,
-    D_WEIGHT,
-    DEST_SIZE,
-    DEST_STRUCT,
-    PROTO_NAMES,
-    S_ADDR,
-    S_AF,
-    S_FIRST_DEST,
-    S_FWMARK,
-    S_NDESTS,
-    S_PORT,
-    S_PROTOCOL,
-    SVC_SIZE,
-    SVC_STRUCT,
-)
-from .exposition import (
-    Body,
-    as_results,
-    escape_label_value,
-    fmt_value,
-    go_float,
-    header,
-    label_block,
-    results_from,
-)
+from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_WEIGHT, DEST_SIZE,
+                                 DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
+                                 S_NDESTS, S_PORT, S_PROTOCOL, SVC_SIZE, SVC_STRUCT)
+from .exposition import (Body, as_results, escape_label_value, fmt_value, go_float, header,
+                         label_block, results_from)
 
 __all__ = ["NODE_LABELS", "parse_backend_labels", "NodeCollector", "NodeRenderer",
            "backend_series", "go_ip"]
