@@ -34,8 +34,7 @@ SERVER_TOKEN = "ipvs_fast"
 #: Bad requests are logged at most once per this many seconds.
 BAD_REQUEST_LOG_INTERVAL = 10.0
 _bad_requests = RateLimitedLog(log, BAD_REQUEST_LOG_INTERVAL)
-
-_UNSUPPORTED_VERSION = "ipvs_fast.unsupported_version"
+_failures = RateLimitedLog(log, BAD_REQUEST_LOG_INTERVAL)
 
 
 def fixed_response(status: int, **kw) -> web.Response:
@@ -47,7 +46,7 @@ def fixed_response(status: int, **kw) -> web.Response:
 
 def unsupported_version(request: web.BaseRequest) -> bool:
     """The request named an HTTP version other than 1.0 and 1.1."""
-    return request.get(_UNSUPPORTED_VERSION, False)
+    return isinstance(request, _UnsupportedVersionRequest)
 
 
 def reset(transport) -> None:
@@ -70,15 +69,17 @@ class _Request(web.BaseRequest):
         response.headers[hdrs.SERVER] = SERVER_TOKEN
 
 
+class _UnsupportedVersionRequest(_Request):
+    pass
+
+
 def _make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
-    unsupported = message.version not in (HttpVersion10, HttpVersion11)
-    if unsupported:
+    cls = _Request
+    if message.version not in (HttpVersion10, HttpVersion11):
         # the status line is written in the request's version
         message = message._replace(version=HttpVersion11, should_close=True)
-    request = _Request(message, payload, protocol, writer, task, asyncio.get_running_loop())
-    if unsupported:
-        request[_UNSUPPORTED_VERSION] = True
-    return request
+        cls = _UnsupportedVersionRequest
+    return cls(message, payload, protocol, writer, task, asyncio.get_running_loop())
 
 
 class _RequestHandler(RequestHandler):
@@ -88,7 +89,7 @@ class _RequestHandler(RequestHandler):
     def handle_error(self, request, status: int = 500, exc=None, message=None):
         name = type(exc).__name__ if exc is not None else "error"
         if status >= 500:
-            _bad_requests.log(logging.ERROR, "request from %s failed: %d %s",
+            _failures.log(logging.ERROR, "request from %s failed: %d %s",
                               request.remote, status, name)
             log.debug("request failure", exc_info=exc)
         else:
