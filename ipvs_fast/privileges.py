@@ -18,7 +18,6 @@ not have are not an error: namespaces report ``ipvs_up 0`` with the reason.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -48,7 +47,7 @@ class _Data(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)     # our own symbols include libc
 
 
 def needed(namespace_paths: Iterable[str]) -> set:
