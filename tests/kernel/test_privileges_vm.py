@@ -61,7 +61,7 @@ def test_capabilities_dropped_to_what_the_paths_need(root_service, other_ns, exp
         args = [a for p in paths for a in ("--namespace-path", p)]
         started[paths] = exporter(*args, wait=False)
     for e in started.values():
-        e.wait_ready()
+        e.wait_ready(600)           # interpreter start-up on a busy emulated machine
     services = {"": 1, ns.netns_path: 2, proc_path: 2}
     for paths, want in cases.items():
         e = started[paths]

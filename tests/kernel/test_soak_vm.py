@@ -21,8 +21,9 @@ from . import topo
 pytestmark = pytest.mark.kernel
 
 SCRAPES = 2000              # stop after this many ...
-SOAK_SECONDS = 150          # ... or this long, whichever comes first
-MIN_SCRAPES = 1000          # and at least this many must have completed
+SOAK_SECONDS = 240          # ... or this long, whichever comes first
+MIN_SCRAPES = 1000          # and at least this many must have been made
+START_TIMEOUT = 600         # interpreter start-up on a busy emulated machine
 CLIENTS = 4
 RSS_BOUND = 24 << 20        # bytes of RSS growth allowed over the soak
 STEADY = "ipvsf-soak-a"     # services/destinations churned by ipvsadm
@@ -148,7 +149,8 @@ def test_soak(ip_vs_module, exporter):
     steady = topo.Bare(STEADY, base_rules()).build()
     topo.Bare(FLAPPING, "-A -u 10.82.0.1:53 -s rr\n").build()
     try:
-        e = exporter("--namespace-path", "/run/netns/ipvsf-soak-*")
+        e = exporter("--namespace-path", "/run/netns/ipvsf-soak-*", wait=False)
+        e.wait_ready(START_TIMEOUT)
         # warm up: the pools and caches a soak uses, at its concurrency
         budget = {"lock": threading.Lock(), "left": 20 * CLIENTS,
                   "until": time.monotonic() + 120}
