@@ -101,14 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ipvs-fast-exporter",
         description="Prometheus exporter for Linux IPVS (drop-in for ingress_ipvs_exporter).")
-    p.add_argument("--listen-address", metavar="LISTEN-ADDRESS", type=_listen_address,
-                   default=DEFAULT_LISTEN,
+    p.add_argument("--listen-address", "--web.listen-address", dest="listen_address",
+                   metavar="LISTEN-ADDRESS", type=_listen_address, action="append",
+                   default=None,
                    help="address to set the http server to listen to, HOST:PORT; "
-                        "':9100' = all interfaces (default: %(default)s)")
-    p.add_argument("--telemetry-path", metavar="TELEMETRY-PATH", type=_telemetry_path,
+                        "':9100' = all interfaces; repeatable (listen on each), the "
+                        f"environment variable takes a comma separated list "
+                        f"(default: {DEFAULT_LISTEN})")
+    p.add_argument("--web.systemd-socket", dest="web_systemd_socket", action="store_true",
+                   help="use the listening sockets systemd passes (socket activation) "
+                        "instead of --listen-address")
+    p.add_argument("--telemetry-path", "--web.telemetry-path", dest="telemetry_path",
+                   metavar="TELEMETRY-PATH", type=_telemetry_path,
                    default=DEFAULT_PATH,
                    help="endpoint to receive scrape requests from prometheus "
                         "(default: %(default)s)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", default="",
+                   help="exporter-toolkit web configuration (TLS, client certificates, "
+                        "basic auth, headers), re-read when it changes; see README "
+                        "'Web security' (default: none, plain HTTP)")
     p.add_argument("--namespace-path", metavar="NAMESPACE-PATH", action="append", default=None,
                    help="absolute path to the network namespace where ipvs is configured; "
                         "empty string = the exporter's own namespace; may be repeated and may "
@@ -235,11 +246,15 @@ def _list_values(p: argparse.ArgumentParser, args) -> dict:
             raw = os.environ[name]
             if a.dest == "namespace_path":      # items verbatim (stripped); "" = own netns
                 setattr(args, a.dest, [x.strip() for x in raw.split(",")])
+            elif a.dest == "listen_address":
+                setattr(args, a.dest, [x.strip() for x in raw.split(",")])
             else:
                 setattr(args, a.dest, [raw])
             from_env[a.dest] = name
         elif a.dest == "namespace_path":
             setattr(args, a.dest, [DEFAULT_NAMESPACE])
+        elif a.dest == "listen_address":
+            setattr(args, a.dest, [DEFAULT_LISTEN])
         else:
             setattr(args, a.dest, [])
     return from_env
@@ -290,7 +305,33 @@ def parse_args(argv: Optional[list] = None):
     _check_env_choices(p, args)
     from_env = _list_values(p, args)
     _policy(p, args, from_env)
+    _web(p, args, from_env)
     return args
+
+
+def _web(p: argparse.ArgumentParser, args, from_env: dict) -> None:
+    """Listen addresses from the environment, --web.systemd-socket from
+    it, and --web.config.file read and checked (into args.web_config)."""
+    if "listen_address" in from_env:
+        for a in args.listen_address:
+            try:
+                _listen_address(a)
+            except argparse.ArgumentTypeError as e:
+                p.error(f"argument --listen-address (from environment variable "
+                        f"{from_env['listen_address']}): {e}")
+    if isinstance(args.web_systemd_socket, str):    # from the environment
+        v = args.web_systemd_socket.strip().lower()
+        if v not in ("1", "true", "yes", "0", "false", "no", ""):
+            p.error(f"argument --web.systemd-socket (from environment variable "
+                    f"{env_name('--web.systemd-socket')}): expected true or false, got {v!r}")
+        args.web_systemd_socket = v in ("1", "true", "yes")
+    args.web_config = None
+    if args.web_config_file:
+        from .http.webconfig import WebConfigError, load
+        try:
+            args.web_config = load(args.web_config_file)
+        except WebConfigError as e:
+            p.error(f"argument --web.config.file: {e}")
 
 
 class JSONFormatter(logging.Formatter):
@@ -358,7 +399,21 @@ def main(argv: Optional[list] = None) -> int:
                         build_info=default_build_info(backend),
                         metric_filter=args.metric_filter or None,
                         service_filter=args.service_filter or None)
+    security = None
+    if args.web_config is not None:
+        from .http.webconfig import WebSecurity
+        security = WebSecurity(args.web_config)
+        exporter.add_collector(security)
+    listen = args.listen_address
+    if args.web_systemd_socket:
+        from .http.listen import systemd_sockets
+        try:
+            listen = systemd_sockets()
+        except ValueError as e:
+            log.error("--web.systemd-socket: %s", e)
+            return 1
     server = MetricsServer(exporter, args.telemetry_path, version=__version__,
+                           web_security=security,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
                            scrape_timeout_margin=args.scrape_timeout_margin,
@@ -370,13 +425,13 @@ def main(argv: Optional[list] = None) -> int:
     rc = 0
     try:
         # bound (a privileged port needs no capability kept), not yet serving
-        run(server, args.listen_address,
+        run(server, listen,
             on_started=lambda _: privileges.drop_to(privileges.needed(args.namespace_path)))
     except OSError as e:
         if server.addresses:       # failed while serving, not while binding
             log.exception("server failed: %s", e)
         else:
-            log.error("cannot listen on %s: %s", args.listen_address, e)
+            log.error("cannot listen on %s: %s", ", ".join(map(str, args.listen_address)), e)
         rc = 1
     except KeyboardInterrupt:  # pragma: no cover - signal arrived before the loop ran
         pass

@@ -330,7 +330,7 @@ def test_cli_format_and_env(monkeypatch):
     monkeypatch.setenv("IPVS_FAST_LISTEN_ADDRESS", "127.0.0.1:9")
     a = cli.parse_args([])
     assert (a.format, a.node_backend_labels, a.listen_address) == (
-        "node", ("local_port", "proto"), "127.0.0.1:9")
+        "node", ("local_port", "proto"), ["127.0.0.1:9"])
     assert cli.parse_args(["--format", "ipvs"]).format == "ipvs"     # flag wins
     assert type(cli.make_renderer(a)).__name__ == "NodeRenderer"
 

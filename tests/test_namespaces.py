@@ -11,7 +11,7 @@ import pytest
 from ipvs_fast import cli
 from ipvs_fast.collection.namespaces import TargetSet, expand, is_glob
 from ipvs_fast.collection.target import CollectResult, NamespaceTarget
-from ipvs_fast.exporter import Exporter, filter_exposition
+from ipvs_fast.exporter import Exporter, FilteredCollectors
 from ipvs_fast.formats.ingress import IngressRenderer, default_build_info
 from ipvs_fast.formats.ipvs import IPVSRenderer
 from ipvs_fast.formats.node import NodeRenderer
@@ -316,8 +316,12 @@ def test_cli_bad_scrape_timeouts(capsys, args, flag):
     assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
-def test_filter_exposition():
-    text = ("# HELP a x\n# TYPE a gauge\na 1\n# HELP b_total y\n# TYPE b_total counter\n"
-            "b_total 2\n")
-    assert filter_exposition(text, lambda n: n != "a") == \
-        "# HELP b_total y\n# TYPE b_total counter\nb_total 2\n"
+def test_filtered_collectors():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+    r = CollectorRegistry()
+    Gauge("a", "x", registry=r).set(1)
+    Counter("b_total", "y", registry=r).inc(2)
+    assert generate_latest(FilteredCollectors(r, lambda n: n != "a")).decode().startswith(
+        "# HELP b_total y\n# TYPE b_total counter\nb_total 2.0\n")
+    assert generate_latest(FilteredCollectors(r, lambda n: n != "b_total")).decode() == \
+        "# HELP a x\n# TYPE a gauge\na 1.0\n"

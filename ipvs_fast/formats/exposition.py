@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFami
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 # Integers are printed as integers. From 2**53 on, float64 (what Prometheus
 # and prometheus_client store) cannot hold every integer; such values are
@@ -53,6 +54,53 @@ def header(spec) -> str:
     """HELP and TYPE lines of *spec*, without a trailing newline."""
     name, typ, doc = spec[:3]
     return "# HELP %s %s\n# TYPE %s %s" % (name, escape_help(doc), name, typ)
+
+
+#: OpenMetrics base units a family name may end in (``_seconds``, ``_bytes``)
+UNITS = ("seconds", "bytes", "ratio", "volts", "amperes", "joules", "grams", "meters",
+         "celsius")
+
+
+def openmetrics_header(spec) -> str:
+    """HELP, TYPE and (when the name ends in a base unit) UNIT lines of
+    *spec* in OpenMetrics 1.0.0, without a trailing newline. A counter's
+    family is named without ``_total`` (its samples keep it); a counter
+    whose name lacks ``_total`` is written as ``unknown``, since calling it
+    a counter would rename its samples."""
+    name, typ, doc = spec[:3]
+    if typ == "counter":
+        if name.endswith("_total"):
+            name = name[:-6]
+        else:
+            typ = "unknown"
+    doc = escape_help(doc).replace('"', '\\"')
+    out = "# HELP %s %s\n# TYPE %s %s" % (name, doc, name, typ)
+    for unit in UNITS:
+        if name.endswith("_" + unit):
+            out += "\n# UNIT %s %s" % (name, unit)
+            break
+    return out
+
+
+class Flavour:
+    """What the two exposition formats do differently around the same
+    samples: content type, family headers, and the trailer after the last
+    line. Sample lines (names, labels, values) are byte-for-byte the same."""
+
+    __slots__ = ("name", "content_type", "header", "trailer")
+
+    def __init__(self, name: str, content_type: str, header, trailer: bytes):
+        self.name, self.content_type, self.header, self.trailer = (
+            name, content_type, header, trailer)
+
+    def __repr__(self) -> str:
+        return f"<Flavour {self.name}>"
+
+
+TEXT = Flavour("text", CONTENT_TYPE, header, b"")
+OPENMETRICS = Flavour("openmetrics", OPENMETRICS_CONTENT_TYPE, openmetrics_header, b"# EOF\n")
+#: content type -> flavour
+FLAVOURS = {f.content_type: f for f in (TEXT, OPENMETRICS)}
 
 
 def fmt_value(v) -> str:
@@ -252,9 +300,11 @@ class Body:
             yield p if type(p) is bytes else p[0](*p[1:])
 
 
-def plan_exposition(families: list, extra=b"") -> Body:
-    """Text format 0.0.4 of ``[(spec, runs), ...]`` as a :class:`Body`:
-    HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES samples.
+def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
+    """Text format 0.0.4 (or, with *flavour* OPENMETRICS, OpenMetrics) of
+    ``[(spec, runs), ...]`` as a :class:`Body`: *flavour*'s headers, then
+    segments of up to SEGMENT_SAMPLES samples, then *extra* (already in
+    *flavour*), then *flavour*'s trailer.
 
     A run is ``(blocks, values, conv)``: label blocks (``b'{a="x"} '``; a
     list or :class:`Blocks`), the parallel values (a list, a 1-D
@@ -277,7 +327,7 @@ def plan_exposition(families: list, extra=b"") -> Body:
     for spec, runs in families:
         if not runs:
             continue
-        hdr = header(spec).encode("utf-8")
+        hdr = flavour.header(spec).encode("utf-8")
         if parts:
             hdr = b"\n" + hdr
         parts.append(hdr)
@@ -319,12 +369,15 @@ def plan_exposition(families: list, extra=b"") -> Body:
     if extra:
         parts.append(extra)
         total += len(extra)
+    if flavour.trailer:
+        parts.append(flavour.trailer)
+        total += len(flavour.trailer)
     return Body(parts, total)
 
 
-def render_exposition(families: list, extra=b"") -> bytes:
+def render_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> bytes:
     """:func:`plan_exposition` as one bytes."""
-    body = plan_exposition(families, extra)
+    body = plan_exposition(families, extra, flavour)
     out = b"".join(body)
     if len(out) != body.length:    # the plan is the Content-Length: keep it honest
         raise RuntimeError("exposition of %d bytes, %d planned" % (len(out), body.length))
@@ -354,12 +407,13 @@ class FamilyRenderer:
         exposition text, str or bytes, e.g. process metrics) is appended."""
         return render_exposition(self.families(results, build_info), extra)
 
-    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
-        """:meth:`render` as a :class:`Body`: its length is known now (the
-        label cache is updated now too); its text is made as it is iterated
-        (in any thread, without the renderer's lock), so a body is never
-        held whole unless its reader is slow."""
-        return plan_exposition(self.families(results, build_info), extra)
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra="",
+                      flavour: Flavour = TEXT) -> Body:
+        """:meth:`render` as a :class:`Body` (in *flavour*): its length is
+        known now (the label cache is updated now too); its text is made as
+        it is iterated (in any thread, without the renderer's lock), so a
+        body is never held whole unless its reader is slow."""
+        return plan_exposition(self.families(results, build_info), extra, flavour)
 
     def families(self, results, build_info: Optional[dict] = None) -> list:
         """``[(spec, runs), ...]`` for :func:`plan_exposition`."""

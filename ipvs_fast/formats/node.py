@@ -41,8 +41,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_WEIGHT, DEST_SIZE,
                                  DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
                                  S_NDESTS, S_PORT, S_PROTOCOL, SVC_SIZE, SVC_STRUCT)
-from .exposition import (Body, as_results, escape_label_value, fmt_value, go_float, header,
-                         label_block, results_from)
+from .exposition import (TEXT, Body, Flavour, as_results, escape_label_value, fmt_value,
+                         go_float, label_block, results_from)
 
 __all__ = ["NODE_LABELS", "parse_backend_labels", "NodeCollector", "NodeRenderer",
            "backend_series", "go_ip"]
@@ -250,12 +250,15 @@ class NodeRenderer:
         cache[key] = b
         return b
 
-    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra="",
+                      flavour: Flavour = TEXT) -> Body:
         """:meth:`render` as a :class:`Body` (the renderers' interface)."""
-        out = self.render(results, build_info, extra)
+        out = self.render(results, build_info, extra, flavour)
         return Body([out], len(out))
 
-    def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
+    def render(self, results, build_info: Optional[dict] = None, extra="",
+               flavour: Flavour = TEXT) -> bytes:
+        header = flavour.header
         from .ingress import BUILD_INFO, DURATION, UP
         results = as_results(results)
         with self._lock:
@@ -311,4 +314,4 @@ class NodeRenderer:
             extra = extra.encode("utf-8")
         if extra and not extra.endswith(b"\n"):
             extra += b"\n"
-        return body + (extra or b"")
+        return body + (extra or b"") + flavour.trailer

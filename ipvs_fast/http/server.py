@@ -3,9 +3,11 @@
 * ``GET``/``HEAD`` on the telemetry path -> the source's exposition,
   gzip-encoded when Accept-Encoding allows it; ``/`` landing page;
   ``/healthz``; 404 elsewhere; 405 for other methods on those paths.
-* The source is anything with ``content_type`` and ``collect(deadline) ->
-  body`` (a sized iterable of bytes pieces, e.g. :class:`ipvs_fast.exporter.
-  Exporter`); the server knows no format. Collection runs in a small thread
+* The source is anything with ``content_types`` (the media types it
+  writes, preferred first) and ``collect(deadline, content_type) -> body``
+  (a sized iterable of bytes pieces; *content_type* negotiated from the
+  request's ``Accept``), e.g. :class:`ipvs_fast.exporter.Exporter`; the
+  server knows no format. Collection runs in a small thread
   pool, never on the event loop; bodies are streamed by
   :class:`ipvs_fast.http.payload.Payload`. Concurrent scrapes share one
   in-flight collection (single-flight); a request arriving after it
@@ -31,9 +33,11 @@ from typing import Callable, Optional
 from aiohttp import web
 
 from .limits import RequestLimit, may_share, scrape_timeout
-from .listen import bind_listen_socket, parse_listen_address, url_host
+from .listen import listen_sockets, url_host
+from .negotiate import negotiate
 from .payload import Payload
 from .protocol import Server, fixed_response, reset, unsupported_version
+from .sites import ListenSite
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +83,21 @@ LANDING = """<!DOCTYPE html>
 
 
 class MetricsServer:
-    """The HTTP server for *source* (``content_type`` and a thread-safe
-    ``collect(deadline_seconds) -> body``; a body is a sized iterable of
-    bytes pieces, made as the response is written).
+    """The HTTP server for *source* (``content_types`` and a thread-safe
+    ``collect(deadline_seconds, content_type) -> body``; a body is a sized
+    iterable of bytes pieces, made as the response is written).
 
     Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
     sends with every scrape; at most *request_timeout*) or, when absent or
     not a finite positive number, *scrape_timeout*; minus
     *scrape_timeout_margin* (time left for rendering, compression and
     transfer), but never less than half the timeout. Single-flight: a
-    collection in flight is shared by a request arriving while it runs if
-    its deadline ends no later than the request's own and not much earlier
-    (:func:`ipvs_fast.http.limits.may_share`); otherwise the request starts
-    its own (namespaces already being collected are shared below, by the
-    TargetSet). So no client's header makes another's scrape fail or wait
-    past its own deadline.
+    collection in flight is shared by a request for the same content type
+    arriving while it runs if its deadline ends no later than the request's
+    own and not much earlier (:func:`ipvs_fast.http.limits.may_share`);
+    otherwise the request starts its own (namespaces already being
+    collected are shared below, by the TargetSet). So no client's header
+    makes another's scrape fail or wait past its own deadline.
 
     *max_requests* scrapes at once (0 = no limit); more get 503 at once.
 
@@ -109,12 +113,15 @@ class MetricsServer:
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
                  version: str = "", scrape_timeout: float = 10.0,
-                 scrape_timeout_margin: float = 0.5, max_requests: int = 40):
+                 scrape_timeout_margin: float = 0.5, web_security=None,
+                 max_requests: int = 40):
         if not telemetry_path.startswith("/"):
             raise ValueError("telemetry path must start with '/'")
         if telemetry_path in ("/", "/healthz"):
             raise ValueError("telemetry path %r is taken" % telemetry_path)
         self._source = source
+        #: ipvs_fast.http.webconfig.WebSecurity (--web.config.file) or None
+        self.web_security = web_security
         self.scrape_timeout = scrape_timeout
         self.scrape_timeout_margin = scrape_timeout_margin
         self.telemetry_path = telemetry_path
@@ -134,13 +141,14 @@ class MetricsServer:
                                         thread_name_prefix="ipvs-render")
         self._collectors = ThreadPoolExecutor(max_workers=max_requests or 64,
                                               thread_name_prefix="ipvs-collect")
-        self._inflight: list = []       # [(collection future, Payload, ends at (loop time))]
+        #: [(collection future, Payload, content type, ends at (loop time))] in flight
+        self._inflight: list = []
+        self._scrapes: dict = {}       # id -> request being answered on the telemetry path
+        self.exit_by: Optional[float] = None   # time.monotonic() shutdown must end by
         self._landing = LANDING.format(version=html.escape(version),
                                        path=html.escape(telemetry_path, quote=True)).encode()
         self._runner: Optional[web.ServerRunner] = None
         self.addresses: list = []
-        self._scrapes: dict = {}       # id -> request being answered on the telemetry path
-        self.exit_by: Optional[float] = None   # time.monotonic() shutdown must end by
         self.collections = 0       # number of collections started (for tests/debugging)
         self.last_deadline: Optional[float] = None   # of the last collection started
 
@@ -151,36 +159,40 @@ class MetricsServer:
         t = scrape_timeout(raw, self.scrape_timeout, self.request_timeout)
         return max(t - self.scrape_timeout_margin, t / 2)
 
-    def _join(self, deadline: float, gzip: bool):
+    def _join(self, deadline: float, gzip: bool, content_type: str):
         """(collection future, payload, reader): a collection in flight
-        that suits *deadline*, or a new one. Synchronous, so the reader is
-        registered before the collection can finish."""
+        for *content_type* that suits *deadline*, or a new one. Synchronous,
+        so the reader is registered before the collection can finish."""
         loop = asyncio.get_running_loop()
         ends = loop.time() + deadline
-        for fut, payload, inflight_ends in self._inflight:
-            if not fut.done() and may_share(inflight_ends, ends, deadline):
+        for fut, payload, ctype, inflight_ends in self._inflight:
+            if (ctype == content_type and not fut.done()
+                    and may_share(inflight_ends, ends, deadline)):
                 return fut, payload, payload.join(gzip)
         self.collections += 1
         self.last_deadline = deadline
         payload = Payload(self._pool)
-        fut = loop.run_in_executor(self._collectors, self._collect_payload, payload, deadline)
-        entry = (fut, payload, ends)
+        fut = loop.run_in_executor(self._collectors, self._collect_payload, payload, deadline,
+                                   content_type)
+        entry = (fut, payload, content_type, ends)
         self._inflight.append(entry)
         fut.add_done_callback(lambda _f: self._inflight.remove(entry))
         return fut, payload, payload.join(gzip)
 
-    def _collect_payload(self, payload: Payload, deadline: float) -> None:
-        body = self._source.collect(deadline)
+    def _collect_payload(self, payload: Payload, deadline: float, content_type: str) -> None:
+        body = self._source.collect(deadline, content_type)
         payload.length = len(body)
         payload.pieces = iter(body)
 
     async def _metrics_response(self, request: web.BaseRequest, state: dict) -> web.StreamResponse:
-        headers = {"Content-Type": self._source.content_type, "Vary": "Accept-Encoding",
-                   "Cache-Control": "no-store"}
+        content_type = negotiate(request.headers.get("Accept"), self._source.content_types)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding",
+                   "Cache-Control": "no-store", **self._extra_headers()}
         if request.method == "HEAD":
             return web.Response(headers=headers)
         gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
-        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip)
+        fut, payload, reader = self._join(self.deadline_for(request.headers), gzip,
+                                          content_type)
         try:
             # shield: a disconnecting client must not cancel the shared collection
             await asyncio.shield(fut)
@@ -245,11 +257,24 @@ class MetricsServer:
             log.exception("collection failed")
             return web.Response(status=500, text="collection failed\n")
 
+    def _extra_headers(self) -> dict:
+        return self.web_security.headers if self.web_security is not None else {}
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if unsupported_version(request):
             resp = fixed_response(505)
             resp.force_close()
             return resp
+        if self.web_security is not None:
+            refused = await self.web_security.admit(request, open_path=request.path == "/healthz")
+            if refused is not None:
+                return refused
+        resp = await self._route(request)
+        if not resp.prepared:
+            resp.headers.update(self._extra_headers())
+        return resp
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path == self.telemetry_path:
             kind = "metrics"
@@ -269,23 +294,33 @@ class MetricsServer:
         return web.Response(text="ok", content_type="text/plain")
 
     # -- lifecycle -------------------------------------------------------------
-    async def start(self, listen_address: str) -> list:
-        """Bind and start serving; returns the bound socket addresses."""
-        host, port = parse_listen_address(listen_address)
-        sock = bind_listen_socket(host, port)
+    async def start(self, listen_address) -> list:
+        """Bind and start serving; returns the bound socket addresses.
+        *listen_address*: one HOST:PORT, several, or listening sockets
+        (e.g. from systemd socket activation)."""
+        socks = listen_sockets(listen_address)
+        security = self.web_security
+        ctx = security.config.ssl_context if security is not None else None
         try:
             server = Server(self.handle, **self._server_kwargs)
             self._runner = web.ServerRunner(server, handle_signals=False,
                                             shutdown_timeout=self.shutdown_timeout)
             await self._runner.setup()
-            site = web.SockSite(self._runner, sock, backlog=128)
-            await site.start()
+            for sock in socks:
+                site = ListenSite(self._runner, sock, ssl_context=ctx, backlog=128)
+                await site.start()
+                if security is not None:
+                    security.add_site(site)
         except BaseException:
-            sock.close()
+            for sock in socks:
+                sock.close()
             raise
-        self.addresses = [sock.getsockname()]
+        if security is not None:
+            security.start()
+        self.addresses = [sock.getsockname() for sock in socks]
         for a in self.addresses:
-            log.info("listening on http://%s:%d%s", url_host(a), a[1], self.telemetry_path)
+            log.info("listening on %s://%s:%d%s", "https" if ctx else "http",
+                     url_host(a), a[1], self.telemetry_path)
         return self.addresses
 
     async def stop(self) -> None:
@@ -297,6 +332,8 @@ class MetricsServer:
         if self.exit_by is None:
             self.exit_by = time.monotonic() + self.shutdown_timeout
         reserve = min(1.0, self.shutdown_timeout / 4)   # for resets and closing
+        if self.web_security is not None:
+            await self.web_security.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             cleanup = asyncio.ensure_future(runner.cleanup())
@@ -341,7 +378,8 @@ def run(server: MetricsServer, listen_address: str,
             stop.set()
 
         def reload():
-            # Nothing can be reloaded yet; a reload (e.g. of a web config) goes here.
+            # Nothing is reloaded on a signal (the web config is re-read when
+            # it changes); a reload on SIGHUP would go here.
             log.info("SIGHUP: nothing to reload, ignored")
 
         for sig, action in ((signal.SIGTERM, stop_now), (signal.SIGINT, stop_now),
