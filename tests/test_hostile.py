@@ -65,8 +65,9 @@ def test_scrape_timeout_header_values():
 
 def test_may_share():
     assert limits.may_share(10.0, 10.0, 5)
-    assert limits.may_share(9.8, 10.0, 5)          # ends 0.2 s earlier: close enough
-    assert not limits.may_share(9.5, 10.0, 5)      # would give up on namespaces earlier
+    assert limits.may_share(9.6, 10.0, 5)          # ends 0.4 s earlier: close enough
+    assert not limits.may_share(9.4, 10.0, 5)      # would give up on namespaces earlier
+    assert not limits.may_share(8.9, 10.0, 50)     # at most 1 s earlier
     assert not limits.may_share(10.1, 10.0, 5)     # would wait past the request's deadline
     assert not limits.may_share(0.95, 1.0, 0.2)    # tolerance is a tenth of a short deadline
 

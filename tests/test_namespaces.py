@@ -230,7 +230,7 @@ def test_single_flight_joins_only_a_suitable_deadline():
         threads = [threading.Thread(target=scrape, args=(t,)) for t in ("4", "4", "2", "8")]
         threads[0].start()
         time.sleep(0.15)
-        for t in threads[1:]:            # 4: joins (ends 0.15 s later, within 0.25 s);
+        for t in threads[1:]:            # 4: joins (ends 0.15 s later, within 0.35 s);
             t.start()                    # 2: would wait past its deadline; 8: too short for it
         for t in threads:
             t.join(10)

@@ -43,8 +43,8 @@ def may_share(inflight_ends: float, own_ends: float, own_deadline: float) -> boo
     that ends at *inflight_ends*: only if that one ends no later (the
     request never waits past its own deadline) and not much earlier (it
     gives slow namespaces nearly as long as the request's own collection
-    would: within a tenth of the deadline, at most 0.25 s)."""
-    tolerance = min(0.25, own_deadline / 10)
+    would: within a tenth of the deadline, at most 1 s)."""
+    tolerance = min(1.0, own_deadline / 10)
     return own_ends - tolerance <= inflight_ends <= own_ends
 
 
