@@ -254,11 +254,11 @@ def _native_formatter():
 _NATIVE = False
 
 
-def _c_segment(native, name: bytes, bptr, optr, vptr, stride: int, width: int,
+def _c_segment(native, name: bytes, bptr, optr, vbuf, voffset: int, stride: int, width: int,
                a: int, b: int, length: int) -> bytearray:
     ffi, lib = native
     out = bytearray(length)
-    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vptr + a * stride, stride,
+    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vbuf + voffset + a * stride, stride,
                                 width, b - a, ffi.from_buffer(out), length)
     if k != length:    # the inputs are immutable: only a bug gets here
         raise RuntimeError("segment of %r: %d bytes planned, %d written" % (name, length, k))
@@ -342,7 +342,11 @@ def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
             if c_run:
                 ffi, lib = native
                 _, offs, bptr, optr = blocks.packed(ffi)
-                vptr = ffi.from_buffer("uint8_t[]", values.buf) + values.offset
+                # the part keeps vbuf, which keeps the records alive: a
+                # pointer made from it (vbuf + offset) would not, and nothing
+                # else holds the snapshot while the body is iterated
+                vbuf = ffi.from_buffer("uint8_t[]", values.buf)
+                vptr = vbuf + values.offset
                 stride, width = values.stride, 8 if values.code == "Q" else 4
             for a in range(0, n, step):
                 b = min(a + step, n)
@@ -350,8 +354,8 @@ def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
                     k = lib.ipvs_format_length(len(name), optr + a, vptr + a * stride, stride,
                                                width, b - a)
                     if k >= 0:
-                        parts.append((_c_segment, native, name, bptr, optr, vptr, stride,
-                                      width, a, b, k))
+                        parts.append((_c_segment, native, name, bptr, optr, vbuf,
+                                      values.offset, stride, width, a, b, k))
                         total += k
                         continue
                 vals, c = _segment_values(values, conv, a, b)
