@@ -366,7 +366,8 @@ def new_event_loop_factory():
 def run(server: MetricsServer, listen_address: str,
         on_started: Optional[Callable[[list], None]] = None) -> None:
     """Serve until SIGTERM/SIGINT, then shut down within the server's
-    shutdown_timeout. SIGHUP is logged and ignored."""
+    shutdown_timeout. SIGHUP re-reads --web.config.file now (it is also
+    re-read when it changes); without one it is logged and ignored."""
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -378,9 +379,11 @@ def run(server: MetricsServer, listen_address: str,
             stop.set()
 
         def reload():
-            # Nothing is reloaded on a signal (the web config is re-read when
-            # it changes); a reload on SIGHUP would go here.
-            log.info("SIGHUP: nothing to reload, ignored")
+            if server.web_security is None:
+                log.info("SIGHUP: nothing to reload, ignored")
+                return
+            log.info("SIGHUP: re-reading the web configuration")
+            loop.create_task(server.web_security.reload())
 
         for sig, action in ((signal.SIGTERM, stop_now), (signal.SIGINT, stop_now),
                             (signal.SIGHUP, reload)):
