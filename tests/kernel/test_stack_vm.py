@@ -87,8 +87,14 @@ class Swarm:
         return [line for line in out if line.startswith("Running")]
 
     def wait_running(self, service: str, replicas: int) -> None:
-        wait_for(f"{service}: {replicas} running tasks",
-                 lambda: len(self.running_tasks(service)) >= replicas)
+        try:
+            wait_for(f"{service}: {replicas} running tasks",
+                     lambda: len(self.running_tasks(service)) >= replicas)
+        except AssertionError as e:
+            # why the tasks did not run, in Docker's words
+            ps = self.docker("service", "ps", "--no-trunc", service, check=False).stdout
+            log = self.engine.log_text()[-4000:]
+            raise AssertionError(f"{e}\n{ps}\ndockerd log (tail):\n{log}") from None
 
     def task_addresses(self, service: str) -> set:
         """Addresses of the service's running tasks on the ingress network (the
