@@ -142,14 +142,21 @@ def test_shipped_rules_and_dashboards_on_real_prometheus(lab, exporter, promethe
         until(empty, 150, "every dashboard and recording-rule expression returns data")
 
         # Real traffic shows in the rates of both formats and by Kubernetes name.
-        assert prom.value('ipvs_service:ipvs_service_connections:rate5m{virtual_service="fwmark 260"}') > 0
-        assert prom.value('ipvs_ingress_service:ipvs_connections:rate5m{fwmark="260"}') > 0
-        assert prom.value('kube_service:ipvs_service_connections:rate5m{service="web-v6"}') > 0
-        named = {(r["metric"]["namespace"], r["metric"]["service"], r["metric"]["virtual_service"])
-                 for r in prom.query("kube_service:ipvs_destinations:count")}
-        assert named == {("shop", "web", f"{proto} 10.77.100.1:{port}")   # topo.STANDARD_RULES
-                         for proto, port in (("tcp", 80), ("udp", 53), ("tcp", 443), ("tcp", 8081))
-                         } | {("shop", "web-v6", "tcp [fd77:100::1]:80")}, named
+        # (Retried: on a loaded host a scrape or rule evaluation can be late,
+        # leaving a series stale for a moment.)
+        for query in ('ipvs_service:ipvs_service_connections:rate5m{virtual_service="fwmark 260"}',
+                      'ipvs_ingress_service:ipvs_connections:rate5m{fwmark="260"}',
+                      'kube_service:ipvs_service_connections:rate5m{service="web-v6"}'):
+            until(lambda: ((prom.value(query) or 0) > 0, prom.value(query)), 60, f"{query} > 0")
+        want = {("shop", "web", f"{proto} 10.77.100.1:{port}")   # topo.STANDARD_RULES
+                for proto, port in (("tcp", 80), ("udp", 53), ("tcp", 443), ("tcp", 8081))
+                } | {("shop", "web-v6", "tcp [fd77:100::1]:80")}
+
+        def named():
+            got = {(r["metric"]["namespace"], r["metric"]["service"], r["metric"]["virtual_service"])
+                   for r in prom.query("kube_service:ipvs_destinations:count")}
+            return (got == want, got)
+        until(named, 60, "every ClusterIP service named from kube_service_info")
 
         # The blackhole alert fires for that service only, after its `for` (1m).
         def firing():
