@@ -15,13 +15,7 @@ INGRESS_SBOX = "/var/run/docker/netns/ingress_sbox"
 
 def pytest_collection_modifyitems(config, items):
     # Tests that need ip_vs *not* loaded run first, before anything loads it.
-    # Then the stack test: its dockerd makes the real ingress_sbox, whose
-    # path the session's lab later borrows for its own namespace.
-    def order(item):
-        if "ip_vs_absent" in getattr(item, "fixturenames", ()):
-            return 0
-        return 1 if "stack_node" in getattr(item, "fixturenames", ()) else 2
-    items.sort(key=order)
+    items.sort(key=lambda item: 0 if "ip_vs_absent" in getattr(item, "fixturenames", ()) else 1)
 
 
 def ip_vs_loaded() -> bool:
