@@ -154,6 +154,11 @@ SEGMENT_SAMPLES = 4096
 
 _SAMPLE = {"d": b"%s%d", "u": b"%s%d", "s": b"%s%s"}
 
+# Column codes the C formatter reads (text_format.h IPVS_TF_*), and the
+# style of each conversion: "d"/"u" integers, "g" Go's float64 text.
+_C_KINDS = {"I": 0, "Q": 1, "i": 2, "q": 3}
+_C_STYLES = {"d": 0, "u": 0, "g": 1}
+
 
 class SampleFormats:
     """``b"\\nNAME%s%d" * n`` per family name, conversion and n, cached
@@ -179,9 +184,12 @@ _FORMATS = SampleFormats()
 
 def _exact(vals: list, conv: str):
     """(vals, conv) with ints too large for float64 to hold exactly
-    preformatted as bytes (conv "s"). "u": known non-negative."""
+    preformatted as bytes (conv "s"). "u": known non-negative; "g":
+    every value preformatted the way client_golang prints a float64."""
     if conv == "s" or not vals:
         return vals, conv
+    if conv == "g":
+        return [go_float(v).encode() for v in vals], "s"
     if max(vals) >= EXACT_LIMIT or (conv == "d" and min(vals) <= -EXACT_LIMIT):
         return [fmt_value(v).encode() for v in vals], "s"
     return vals, conv
@@ -221,15 +229,24 @@ class Column:
     """One integer field of every packed record (native struct *code* at
     byte *offset* of each *stride*-byte record in *buf*, host order,
     aligned): a sequence of ints for the Python path, raw memory for the C
-    formatter (codes "I" and "Q")."""
+    formatter (codes "I", "Q", "i", "q"). *stride* 0: the one value at
+    *offset*, *n* times (:meth:`constant`)."""
 
     __slots__ = ("buf", "offset", "stride", "code", "n", "_view")
 
     def __init__(self, buf, offset: int, stride: int, code: str, n: int):
         self.buf, self.offset, self.stride, self.code, self.n = buf, offset, stride, code, n
         w = struct.calcsize(code)
-        self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)[offset // w::stride // w]
-                      if n else [])
+        if not stride:
+            self._view = [struct.unpack_from(code, buf, offset)[0]] * n
+        else:
+            self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)
+                          [offset // w::stride // w] if n else [])
+
+    @classmethod
+    def constant(cls, value: int, n: int) -> "Column":
+        """*value* for each of *n* samples (e.g. the 1 of an info metric)."""
+        return cls(struct.pack("q", value), 0, 0, "q", n)
 
     def __len__(self) -> int:
         return self.n
@@ -254,12 +271,49 @@ def _native_formatter():
 _NATIVE = False
 
 
-def _c_segment(native, name: bytes, bptr, optr, vbuf, voffset: int, stride: int, width: int,
-               a: int, b: int, length: int) -> bytearray:
+#: A group id for a value that belongs to no group (:func:`group_sums`).
+NO_GROUP = 0xFFFFFFFF
+
+
+def group_sums(parts: list, ngroups: int):
+    """Per group, the sum of the values in it: *parts* is ``[(values,
+    group), ...]`` where value i of *values* (a :class:`Column` or a list of
+    ints) is added to group ``group[i]`` (an ``array("I")``; NO_GROUP: to
+    none). The sums as a :class:`Column` over an ``array("q")`` (summed in C,
+    no Python object per value) or as a list of ints (without the compiled
+    core, for values that are not Columns, or when a sum leaves int64)."""
+    native = _native_formatter()
+    if native is not None and ngroups and all(
+            type(v) is Column and v.code in _C_KINDS and len(v) == len(g) for v, g in parts):
+        ffi, lib = native
+        sums = array("q", bytes(8 * ngroups))
+        sp = ffi.from_buffer("int64_t[]", sums)
+        r = 0
+        for v, g in parts:
+            if len(g) and r == 0:
+                r = lib.ipvs_sum_groups(ffi.from_buffer("uint8_t[]", v.buf) + v.offset,
+                                        v.stride, _C_KINDS[v.code], len(g),
+                                        ffi.from_buffer("uint32_t[]", g), sp, ngroups)
+        if r == 0:
+            return Column(sums, 0, 8, "q", ngroups)
+        if r != -2:       # the group arrays are ours: only a bug gets here
+            raise RuntimeError("group sums: error %d" % r)
+    out = [0] * ngroups
+    for values, group in parts:
+        for g, v in zip(group, values[0:len(values)]):
+            if g != NO_GROUP:
+                out[g] += v
+    return out
+
+
+def _c_segment(native, name: bytes, bptr, optr, vbuf, offset: int, stride: int, kind: int,
+               style: int, a: int, b: int, length: int) -> bytearray:
+    # vbuf: the values' buffer as cffi holds it (which keeps it alive while
+    # the Body is; a pointer into it would not)
     ffi, lib = native
     out = bytearray(length)
-    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vbuf + voffset + a * stride, stride,
-                                width, b - a, ffi.from_buffer(out), length)
+    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vbuf + offset + a * stride,
+                                stride, kind, style, b - a, ffi.from_buffer(out), length)
     if k != length:    # the inputs are immutable: only a bug gets here
         raise RuntimeError("segment of %r: %d bytes planned, %d written" % (name, length, k))
     return out
@@ -308,13 +362,15 @@ def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
 
     A run is ``(blocks, values, conv)``: label blocks (``b'{a="x"} '``; a
     list or :class:`Blocks`), the parallel values (a list, a 1-D
-    memoryview or a :class:`Column`) and ``"d"`` (ints), ``"u"``
-    (non-negative ints) or ``"s"`` (preformatted bytes). A family is written
-    when it has runs (even empty ones). A segment of a Blocks + "I"/"Q"
-    Column run is measured and written by the C formatter (unless it holds
-    a value that needs float formatting); any other segment by ONE
-    ``bytes % tuple`` over a cached format, measured beforehand. *families*
-    and everything in it must not change while the Body is in use.
+    memoryview or a :class:`Column`) and ``"d"`` (ints, printed as
+    prometheus_client prints them), ``"u"`` (the same, known non-negative),
+    ``"g"`` (ints printed as client_golang prints a float64: ``1e+06``) or
+    ``"s"`` (preformatted bytes). A family is written when it has runs (even
+    empty ones). A segment of a Blocks + Column run ("d", "u", "g") is
+    measured and written by the C formatter (unless it holds a value that
+    needs float formatting); any other segment by ONE ``bytes % tuple``
+    over a cached format, measured beforehand. *families* and everything in
+    it must not change while the Body is in use.
     """
     if isinstance(extra, str):
         extra = extra.encode("utf-8")
@@ -337,25 +393,22 @@ def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
         for blocks, values, conv in runs:
             n = len(blocks)
             c_run = (native is not None and n and type(blocks) is Blocks
-                     and type(values) is Column and conv != "s"
-                     and values.code in ("I", "Q") and n == len(values))
+                     and type(values) is Column and conv in _C_STYLES
+                     and values.code in _C_KINDS and n == len(values))
             if c_run:
                 ffi, lib = native
                 _, offs, bptr, optr = blocks.packed(ffi)
-                # the part keeps vbuf, which keeps the records alive: a
-                # pointer made from it (vbuf + offset) would not, and nothing
-                # else holds the snapshot while the body is iterated
                 vbuf = ffi.from_buffer("uint8_t[]", values.buf)
                 vptr = vbuf + values.offset
-                stride, width = values.stride, 8 if values.code == "Q" else 4
+                stride, kind, style = values.stride, _C_KINDS[values.code], _C_STYLES[conv]
             for a in range(0, n, step):
                 b = min(a + step, n)
                 if c_run:
                     k = lib.ipvs_format_length(len(name), optr + a, vptr + a * stride, stride,
-                                               width, b - a)
+                                               kind, style, b - a)
                     if k >= 0:
                         parts.append((_c_segment, native, name, bptr, optr, vbuf,
-                                      values.offset, stride, width, a, b, k))
+                                      values.offset, stride, kind, style, a, b, k))
                         total += k
                         continue
                 vals, c = _segment_values(values, conv, a, b)

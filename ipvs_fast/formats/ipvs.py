@@ -26,8 +26,8 @@ from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, 
                                  SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN, SET_TIMEOUT_UDP,
                                  SET_VERSION, SVC_SIZE, SVC_STRUCT, addr_str, cstr)
 from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
-                         finish_families, fmt_value, label_block, results_from)
-from .policy import group_index, sum_groups
+                         finish_families, fmt_value, group_sums, label_block, results_from)
+from .policy import group_index
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",
            "service_info_labels", "dest_info_labels"]
@@ -409,7 +409,7 @@ class IPVSRenderer(FamilyRenderer):
                 runs[spec[0]].append((st.svc_blocks, col, _conv(spec[3][0])))
             runs[ZERO_WEIGHT[0]].append((st.svc_blocks, zero_weight_counts(sb, nsvc, db, nd),
                                          "d"))
-            runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
+            runs[SVC_INFO[0]].append((st.svc_info, Column.constant(1, nsvc), "d"))
             if not st.dest_blocks or not self._dest_on:
                 continue
             idx = st.dest_index
@@ -423,10 +423,11 @@ class IPVSRenderer(FamilyRenderer):
                 if idx is not None:
                     col = [col[i] for i in idx]
                 if agg is not None:
-                    col = sum_groups(agg[0], len(blocks), col)
+                    col = group_sums([(col, agg[0])], len(blocks))
                 runs[spec[0]].append((blocks, col, _conv(spec[3][0])))
             if agg is None:
-                runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
+                runs[DEST_INFO[0]].append((st.dest_info, Column.constant(1, len(st.dest_info)),
+                                           "d"))
         self._ns = new_ns
         families = [(spec, runs[spec[0]]) for spec in FAMILIES + (UP, DURATION)]
         at = FAMILIES.index(SETTINGS_FAMILIES[-1]) + 1
@@ -435,18 +436,25 @@ class IPVSRenderer(FamilyRenderer):
 
     @staticmethod
     def _identity(sb, nsvc, db, nd) -> bytes:
-        parts = [sb[i * SVC_SIZE:i * SVC_SIZE + 88] + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE]
-                 for i in range(nsvc)]
+        """Every record byte a label depends on: service bytes 0..88 and
+        168..176, destination bytes 0..28 and 52..60 (as strided columns
+        on little-endian hosts: no Python object per record)."""
+        if not _LITTLE:
+            return b"".join([sb[i * SVC_SIZE:i * SVC_SIZE + 88]
+                             + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE] for i in range(nsvc)]
+                            + [b"|"] + [db[i * DEST_SIZE:i * DEST_SIZE + 28]
+                                        + db[i * DEST_SIZE + 52:i * DEST_SIZE + 58]
+                                        for i in range(nd)])
+        parts = []
+        if nsvc:
+            u32 = memoryview(sb).cast("B")[:nsvc * SVC_SIZE].cast("I")
+            stride = SVC_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (*range(22), 42, 43)]
         parts.append(b"|")
         if nd:
-            if _LITTLE:
-                u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
-                stride = DEST_SIZE // 4
-                parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
-            else:
-                parts += [db[i * DEST_SIZE:i * DEST_SIZE + 28] + db[i * DEST_SIZE + 52:
-                                                                   i * DEST_SIZE + 58]
-                          for i in range(nd)]
+            u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
+            stride = DEST_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
         return b"".join(parts)
 
     @staticmethod
@@ -465,7 +473,7 @@ class IPVSRenderer(FamilyRenderer):
                 sl = service_labels(ns, s)
                 blk = label_block(sl)
                 info = label_block({**sl, **service_info_labels(s)})
-                e = (blk.encode(), info.encode(), blk[1:], sl)
+                e = (blk.encode(), info.encode(), blk[1:], sl, _dest_info_template(sl))
             st.svcs[key] = e
             st.svc_blocks.append(e[0])
             st.svc_info.append(e[1])
@@ -477,9 +485,9 @@ class IPVSRenderer(FamilyRenderer):
                 de = st.dests.get(dkey) or old_dests.get(dkey)
                 if de is None:
                     d = DEST_STRUCT.unpack_from(db, off)
-                    dl = '{destination_address="%s",destination_port="%d",' % (
-                        addr_str(d[1], d[3]), d[2])
-                    info = label_block({**e[3], **dest_labels(e[3], d), **dest_info_labels(d)})
+                    da, dp = addr_str(d[1], d[3]), str(d[2])
+                    dl = '{destination_address="%s",destination_port="%s",' % (da, dp)
+                    info = e[4] % ((da, dp) + _dest_info_values(d))
                     de = ((dl + e[2]).encode(), info.encode())
                 st.dests[dkey] = de
                 st.dest_blocks.append(de[0])
@@ -521,6 +529,32 @@ def zero_weight_counts(sb, nsvc: int, db, nd: int) -> list:
         a, b = _range(nd, first, n)
         out.append(zero[b] - zero[a])
     return out
+
+
+# A destination's own labels in ipvs_destination_info, in name order (each
+# sorts the same way among any service's labels, see _dest_info_template)
+_DEST_INFO_SLOTS = ("destination_address", "destination_port", "forwarding_method",
+                    "tunnel_flags", "tunnel_port", "tunnel_type")
+
+
+def _dest_info_template(svc_labels: dict) -> str:
+    """label_block of a destination's info labels with the service's
+    labels filled in and ``%s`` for each of _DEST_INFO_SLOTS (values that
+    are made here and never need escaping)."""
+    names = sorted(list(svc_labels) + list(_DEST_INFO_SLOTS))
+    return "{" + ",".join(
+        '%s="%s"' % (n, "%s" if n in _DEST_INFO_SLOTS
+                     else escape_label_value(svc_labels[n]).replace("%", "%%"))
+        for n in names) + "} "
+
+
+def _dest_info_values(d: tuple) -> tuple:
+    """dest_info_labels(d) values in _DEST_INFO_SLOTS order (after the address and port)."""
+    fwd = d[4] & _FWD_MASK
+    if fwd == 2:
+        return (FWD_NAMES[2], _flag_list(d[12], TUN_FLAG_NAMES), str(d[11]),
+                TUN_TYPES.get(d[13], str(d[13])))
+    return FWD_NAMES.get(fwd, str(fwd)), "", "", ""
 
 
 def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:
