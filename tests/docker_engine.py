@@ -8,8 +8,8 @@ machine and cannot meet another engine. Its data root lives in the cache
 the build cache survive between runs; a lock file makes concurrent test
 runs take turns.
 
-In the VM (tests/kernel/test_swarm_vm.py) the same class runs the engine the
-way a Swarm node has it: default exec root (so Swarm's namespaces are in
+In the VM (the Swarm stack test, on branch image until it passes) the same
+class runs the engine the way a Swarm node has it: default exec root (so Swarm's namespaces are in
 /var/run/docker/netns), bridge and iptables on, data on a tmpfs.
 """
 import fcntl
