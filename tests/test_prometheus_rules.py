@@ -5,7 +5,7 @@ alert (per format) has a test that fires it and one where it stays quiet,
 every dashboard expression parses and names only metrics that exist, and the
 Kubernetes and Swarm relabelling turns discovered targets into the intended
 ones. (That every expression returns data from a real exporter is
-the VM test on a real Prometheus, not yet in the suite.)"""
+tests/kernel/test_prometheus_rules_vm.py.)"""
 import glob
 import json
 import os
