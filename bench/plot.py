@@ -20,7 +20,7 @@ def medians(doc):
 
 def main():
     e, p, r = load("vm_e2e.json"), medians(load("host_parse.json")), medians(load("host_render.json"))
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    fig, axes = plt.subplots(1, 4, figsize=(24, 6))
 
     ax = axes[0]
     if e:
@@ -82,6 +82,31 @@ def main():
         ax.set_yscale("log")
         ax.set_ylabel("seconds (host)")
         ax.set_title("Render + gzip, host")
+        ax.legend(fontsize=8)
+
+    ax = axes[3]
+    if e and any("ours_node" in e["sizes"][s]["runs"] for s in e["sizes"]):
+        big = max(e["sizes"], key=int)
+        runs = e["sizes"][big]["runs"]
+        groups = [("ingress", "ours_native"), ("node", "ours_node"), ("ipvs", "ours_ipvs"),
+                  ("node_exporter", "node_exporter")]
+        parts = [("", "scrape"), ("_gzip", "scrape, gzip"), ("cpu", "exporter CPU"),
+                 ("render", "render (streamed)")]
+        w = 0.8 / len(parts)
+        for j, (suffix, lbl) in enumerate(parts):
+            vals = []
+            for fmt, k in groups:
+                key = {"cpu": "cpu_" + k, "render": "render_" + fmt}.get(suffix, k + suffix)
+                vals.append(statistics.median(runs.get(key) or [float("nan")]))
+            ax.bar([i + (j - len(parts) / 2 + 0.5) * w for i in range(len(groups))], vals, w,
+                   label=lbl)
+        ipvsadm = statistics.median(runs.get("ipvsadm") or [float("nan")])
+        ax.axhline(ipvsadm, color="k", ls="--", lw=1, label="ipvsadm -Ln --stats")
+        ax.set_xticks(list(range(len(groups))))
+        ax.set_xticklabels([f"--format {g}" if g != "node_exporter" else g for g, _ in groups])
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds, EMULATED (compare ratios only)")
+        ax.set_title(f"Every format, VM, {int(big):,} services x 10")
         ax.legend(fontsize=8)
 
     fig.tight_layout()

@@ -21,8 +21,10 @@ if [ -z "${BENCH_ONLY_VM:-}" ]; then
     "$PY" -m pytest bench/test_parse.py -p no:cacheprovider -q \
         --benchmark-json=bench/results/host_parse.json --benchmark-columns=min,median,max,rounds
     rm -f bench/results/host_rss.json
-    "$PY" -m pytest bench/test_render.py -p no:cacheprovider -q \
+    "$PY" -m pytest bench/test_render.py -k "not format" -p no:cacheprovider -q \
         --benchmark-json=bench/results/host_render.json --benchmark-columns=min,median,max,rounds
+    "$PY" -m pytest bench/test_render.py -k format -p no:cacheprovider -q \
+        --benchmark-json=bench/results/host_formats.json --benchmark-columns=min,median,max,rounds
 fi
 if [ -z "${BENCH_SKIP_VM:-}" ]; then
     bench/vm_e2e.sh

@@ -94,6 +94,28 @@ def main():
                        ("ours", "ours_warm", "ours_streamed", "generate_latest")]
                 lines.append(f"| {size} | " + " | ".join(f"{x:.2f}x" if x is not None else "-" for x in row) + " |")
             lines.append("")
+    rf = pb_medians(load("host_formats.json")) or r
+    if rf:
+        fr = {}
+        for (name, param), v in rf.items():
+            if name.startswith("test_format_") and param:
+                fr[(name, frozenset(param.split("-")))] = v
+        if fr:
+            lines += ["### Render per format, host (N services x 10 dests, namespace \"\")", "",
+                      "| format | services | body | first render | steady state, streamed (as served) |",
+                      "|---|---|---|---|---|"]
+            for size in ("1000x10", "10000x10"):
+                for fmt in ("ingress", "node", "ipvs"):
+                    c = fr.get(("test_format_cold", frozenset((size, fmt))))
+                    st = fr.get(("test_format_streamed", frozenset((size, fmt))))
+                    if c and st:
+                        lines.append(f"| {fmt} | {size} | {st[1].get('body_bytes', 0) / 1e6:.1f} MB | "
+                                     f"{fmt_s(c[0])} | {fmt_s(st[0])} |")
+                g = fr.get(("test_format_node_generate_latest", frozenset((size,))))
+                if g:
+                    lines.append(f"| node via generate_latest (reference collector) | {size} | "
+                                 f"{g[1].get('body_bytes', 0) / 1e6:.1f} MB | {fmt_s(g[0])} | - |")
+            lines.append("")
     e = load("vm_e2e.json")
     if e:
         meta = e.get("meta", {})
@@ -169,6 +191,76 @@ def main():
             if ok is not None and vals[-1] == vals[-1]:
                 targets.append((f"{label} at {int(big):,} x 10 ({tgt})", f"{vals[-1]:.2f}", ok(vals[-1])))
         lines.append("")
+        # every format (issue 15)
+        if any("ours_node" in e["sizes"][s]["runs"] for s in sizes):
+            lines += ["Every format, end to end (same run; scrape = http.client GET; CPU = the "
+                      "exporter's utime+stime during that scrape; render = the format's renderer "
+                      "in the driver process on the same snapshot, steady state, streamed):", "",
+                      "| | " + " | ".join(f"{int(s):,} x 10" for s in sizes) + " |",
+                      "|---|" + "---|" * len(sizes)]
+            rows = []
+            for fmt, k in (("ingress", "ours_native"), ("node", "ours_node"), ("ipvs", "ours_ipvs")):
+                rows += [(f"`--format {fmt}` scrape / gzip", k, k + "_gzip"),
+                         (f"`--format {fmt}` exporter CPU per scrape / gzip", "cpu_" + k,
+                          "cpu_" + k + "_gzip"),
+                         (f"`--format {fmt}` render (streamed, steady)", "render_" + fmt, None),
+                         (f"`--format {fmt}` collection (ipvs_scrape_duration_seconds)",
+                          k + "_dump_in_exporter", None)]
+            rows += [("node_exporter ipvs scrape / gzip", "node_exporter", "node_exporter_gzip"),
+                     ("node_exporter CPU per scrape / gzip", "cpu_node_exporter",
+                      "cpu_node_exporter_gzip"),
+                     ("ipvsadm -Ln --stats --exact", "ipvsadm", None)]
+            for label, a, b in rows:
+                lines.append(f"| {label} | " + " | ".join(
+                    fmt_s(m(s, a)) + (f" / {fmt_s(m(s, b))}" if b else "") for s in sizes) + " |")
+            bodies = [("native", "ingress"), ("node_fmt", "node"), ("ipvs_fmt", "ipvs")]
+            for k, fmt in bodies:
+                lines.append(f"| `--format {fmt}` body (identity / gzip) | " + " | ".join(
+                    f"{e['sizes'][s]['body'].get(k, 0) / 1e6:.1f} MB / "
+                    f"{e['sizes'][s]['body'].get(k + '_gzip', 0) / 1e6:.2f} MB" for s in sizes) + " |")
+            lines.append("| node_exporter body | " + " | ".join(
+                f"{e['sizes'][s]['body'].get('node_exporter', 0) / 1e6:.1f} MB" for s in sizes) + " |")
+            lines += ["", "| ratio (median of per-round ratios) | " + " | ".join(
+                f"{int(s):,} x 10" for s in sizes) + " | target |", "|---|" + "---|" * (len(sizes) + 1)]
+            fratios = [
+                ("`--format node` scrape / node_exporter", "ours_node", "node_exporter", 0.15),
+                ("`--format node` gzip scrape / node_exporter gzip", "ours_node_gzip",
+                 "node_exporter_gzip", 0.15),
+                ("`--format ipvs` scrape / ipvsadm -Ln --stats", "ours_ipvs", "ipvsadm", 0.6),
+                ("`--format ipvs` gzip scrape / ipvsadm -Ln --stats", "ours_ipvs_gzip", "ipvsadm", None),
+                ("`--format ingress` scrape / ipvsadm -Ln --stats", "ours_native", "ipvsadm", None),
+            ]
+            for fmt, k in (("ingress", "ours_native"), ("node", "ours_node"), ("ipvs", "ours_ipvs")):
+                fratios.append((f"`--format {fmt}` render / scrape", "render_" + fmt, k, 0.15))
+                fratios.append((f"`--format {fmt}` render / gzip scrape", "render_" + fmt,
+                                k + "_gzip", 0.15))
+                fratios.append((f"`--format {fmt}` exporter CPU per scrape / node_exporter's",
+                                "cpu_" + k, "cpu_node_exporter", 0.2))
+                fratios.append((f"`--format {fmt}` exporter CPU per gzip scrape / node_exporter's "
+                                "(gzip)", "cpu_" + k + "_gzip", "cpu_node_exporter_gzip", 0.2))
+            for label, a, b, tgt in fratios:
+                vals = [ratio(s, a, b) for s in sizes]
+                lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" if v == v else "-" for v in vals)
+                             + f" | {'<= %g' % tgt if tgt else ''} |")
+                if tgt is not None and vals[-1] == vals[-1]:
+                    targets.append((f"{label} at {int(big):,} x 10 (<= {tgt:g})", f"{vals[-1]:.2f}",
+                                    vals[-1] <= tgt))
+            lines.append("")
+        cs = e.get("curl_sizes", {})
+        for s, c in sorted(cs.items(), key=lambda kv: int(kv[0])):
+            runs = c["runs"]
+
+            def cr(a, b):
+                xa, xb = runs.get(a, []), runs.get(b, [])
+                return med([x / y for x, y in zip(xa, xb)]) if xa and len(xa) == len(xb) else float("nan")
+            lines += [f"Default format vs ipvsadm at {int(s):,} x 10, curl as the client "
+                      f"(body {c['body'].get('native', 0) / 1e6:.1f} MB):", "",
+                      "| | time | / ipvsadm |", "|---|---|---|"]
+            for k, label in (("curl_ours_native", "ours, curl"), ("curl_ours_native_gzip", "ours, curl, gzip"),
+                             ("ours_native", "ours, http.client"), ("ipvsadm", "ipvsadm -Ln --stats --exact"),
+                             ("curl_node_exporter", "node_exporter, curl")):
+                lines.append(f"| {label} | {fmt_s(med(runs.get(k, [])))} | {cr(k, 'ipvsadm'):.2f} |")
+            lines.append("")
         rs = e["sizes"][big].get("rss", {})
         if rs:
             lines += [f"Exporter memory during one {int(big):,} x 10 scrape (VmHWM reset before it):", "",

@@ -130,3 +130,58 @@ def test_peak_rss(mode, size):
     with open(RSS_OUT, "w") as f:
         json.dump(allrec, f, indent=1, sort_keys=True)
     print(rec)
+
+
+# ---------------------------------------------------------------------------
+# Every format (issue 15): the same N services x 10 dests as the VM runs,
+# each format's renderer; first render, steady state, streamed as served.
+
+def _renderer(fmt):
+    from ipvs_fast.formats.ipvs import IPVSRenderer
+    from ipvs_fast.formats.node import NodeRenderer
+    return {"ingress": IngressRenderer, "node": NodeRenderer, "ipvs": IPVSRenderer}[fmt]()
+
+
+FORMAT_SIZES = {"1000x10": 1000, "10000x10": 10000}
+
+
+@pytest.fixture(scope="module", params=list(FORMAT_SIZES))
+def format_result(request):
+    snap = gen.snapshot(FORMAT_SIZES[request.param], 10)
+    return CollectResult("", True, 0.01, snap, {})
+
+
+@pytest.mark.benchmark(group="formats")
+@pytest.mark.parametrize("fmt", ["ingress", "node", "ipvs"])
+def test_format_cold(benchmark, format_result, fmt):
+    out = benchmark.pedantic(lambda r: r.render([format_result]),
+                             setup=lambda: ((_renderer(fmt),), {}), rounds=3, warmup_rounds=0)
+    benchmark.extra_info.update(samples=_samples(out), body_bytes=len(out))
+
+
+@pytest.mark.benchmark(group="formats")
+@pytest.mark.parametrize("fmt", ["ingress", "node", "ipvs"])
+def test_format_streamed(benchmark, format_result, fmt):
+    """Steady state, as served: planned, read piece by piece."""
+    r = _renderer(fmt)
+    r.render([format_result])
+
+    def stream():
+        body = r.render_pieces([format_result])
+        n = sum(map(len, body))
+        assert n == len(body)
+        return n
+    n = benchmark.pedantic(stream, rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(body_bytes=n)
+
+
+@pytest.mark.benchmark(group="formats")
+def test_format_node_generate_latest(benchmark, format_result):
+    """prometheus_client's generate_latest over NodeCollector (the reference
+    collector of --format node: per-destination Python objects, one bytes),
+    for scale."""
+    from ipvs_fast.formats.node import NodeCollector
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector(lambda: [format_result]))
+    out = benchmark.pedantic(generate_latest, args=(reg,), rounds=3, warmup_rounds=0)
+    benchmark.extra_info.update(body_bytes=len(out))

@@ -8,6 +8,14 @@ Contenders:
   ours_native / ours_python : GET /metrics of an already running, warmed-up
                               exporter (python -m ipvs_fast), identity encoding
   ours_native_gzip          : the same with Accept-Encoding: gzip
+  ours_node[_gzip], ours_ipvs[_gzip]: the same for --format node / --format ipvs
+  cpu_<contender>           : the exporter's CPU seconds (utime + stime of the
+                              process, /proc/PID/stat) during that one scrape,
+                              for ours_* and node_exporter[_gzip]
+  render_ingress / render_node / render_ipvs: the format's renderer in this
+                              process on the snapshot just dumped, steady state
+                              (label cache warm), the body planned and read piece
+                              by piece as the server does: "rendering"
   dump_native / dump_python : backend.dump() in this process (dump + parse,
                               no render, no HTTP): "our dump stage"
   ipvsadm                   : ipvsadm -Ln --stats --exact > /dev/null
@@ -22,6 +30,13 @@ Contenders:
   static_get, conc1/conc10_static: the same GETs against bench/static_body.py,
                               a server on the same stack sending a prebuilt
                               body of the same size: the transfer floor
+
+At BENCH_CURL_SIZES (default 5000) only the default format vs ipvsadm, with
+curl as the client (curl_ours_native, curl_ours_native_gzip) beside
+http.client (ours_native), and node_exporter with curl.
+
+BENCH_SKIP (comma separated) leaves out the slow extras: python (the Python
+backend), pyroute2, concurrency (conc*), static (the transfer floor).
 """
 from __future__ import annotations
 
@@ -40,6 +55,10 @@ sys.path.insert(0, ROOT)
 OUT = os.environ["BENCH_OUT"]
 FLOOR = os.path.join(OUT, "floor")
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+CURL_SIZES = [int(x) for x in os.environ.get("BENCH_CURL_SIZES", "5000").split(",") if x]
+SKIP = set(os.environ.get("BENCH_SKIP", "").split(","))
+FORMATS = {"native": "ingress", "node_fmt": "node", "ipvs_fmt": "ipvs"}   # exporter -> format
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 NDEST = 10
 PY = sys.executable
@@ -93,7 +112,7 @@ def http_get(port: int, gzip: bool = False, timeout: float = 600) -> tuple[float
     return dt, len(body), body
 
 
-def wait_http(port: int, path: str = "/", deadline: float = 120):
+def wait_http(port: int, path: str = "/", deadline: float = 600):
     end = time.monotonic() + deadline
     while True:
         try:
@@ -168,6 +187,34 @@ def scrapes(port: int, n: int, gzip: bool) -> float:
     return dt
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process *pid* (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def curl_get(port: int, gzip: bool = False) -> float:
+    t0 = time.monotonic()
+    subprocess.run(["curl", "-sSf", "-o", "/dev/null"] + (["-H", "Accept-Encoding: gzip"] if gzip
+                                                          else []) +
+                   [f"http://127.0.0.1:{port}/metrics"], check=True)
+    return time.monotonic() - t0
+
+
+def render_streamed(renderer, results) -> float:
+    """One steady-state render as served: planned, read piece by piece."""
+    t0 = time.monotonic()
+    body = renderer.render_pieces(results)
+    n = 0
+    for piece in body:
+        n += len(piece)
+    dt = time.monotonic() - t0
+    if n != len(body):
+        raise RuntimeError(f"rendered {n} bytes, {len(body)} planned")
+    return dt
+
+
 def scrape_duration(body: bytes) -> float:
     m = re.search(rb"^ipvs_scrape_duration_seconds\{[^}]*\} (\S+)$", body, re.M)
     return float(m.group(1)) if m else float("nan")
@@ -192,31 +239,35 @@ def main():
         RESULTS["meta"]["pyroute2"] = pyroute2.__version__
     except Exception:
         pass
-    ports = {"native": free_port(), "python": free_port(), "node": free_port()}
+    ports = {"native": free_port(), "node_fmt": free_port(), "ipvs_fmt": free_port(),
+             "node": free_port()}
+    if "python" not in SKIP:
+        ports["python"] = free_port()
     logs = {k: open(os.path.join(OUT, f"{k}.log"), "w") for k in ports}
-    procs = {
-        "native": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
-                                    f"127.0.0.1:{ports['native']}", "--namespace-path", "",
-                                    "--backend", "native", "--timeout", "60",
-                                    "--scrape-timeout", "120"],
-                                   stdout=logs["native"], stderr=subprocess.STDOUT),
-        "python": subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
-                                    f"127.0.0.1:{ports['python']}", "--namespace-path", "",
-                                    "--backend", "python", "--timeout", "150",
-                                    "--scrape-timeout", "300"],
-                                   stdout=logs["python"], stderr=subprocess.STDOUT),
-        "node": subprocess.Popen(["prometheus-node-exporter", "--collector.disable-defaults",
-                                  "--collector.ipvs",
-                                  f"--web.listen-address=127.0.0.1:{ports['node']}"],
-                                 stdout=logs["node"], stderr=subprocess.STDOUT),
-    }
+    def ours(k, backend, timeout, scrape_timeout):
+        return subprocess.Popen([PY, "-m", "ipvs_fast", "--listen-address",
+                                 f"127.0.0.1:{ports[k]}", "--namespace-path", "",
+                                 "--format", FORMATS.get(k, "ingress"),
+                                 "--backend", backend, "--timeout", str(timeout),
+                                 "--scrape-timeout", str(scrape_timeout)],
+                                stdout=logs[k], stderr=subprocess.STDOUT)
+    procs = {k: ours(k, "native", 60, 120) for k in FORMATS}
+    if "python" in ports:
+        procs["python"] = ours("python", "python", 150, 300)
+    procs["node"] = subprocess.Popen(["prometheus-node-exporter", "--collector.disable-defaults",
+                                      "--collector.ipvs",
+                                      f"--web.listen-address=127.0.0.1:{ports['node']}"],
+                                     stdout=logs["node"], stderr=subprocess.STDOUT)
     try:
-        for k in ("native", "python"):
-            wait_http(ports[k], "/healthz")
+        for k in ports:
+            if k != "node":
+                wait_http(ports[k], "/healthz")
         wait_http(ports["node"], "/")
         log("exporters up", ports)
         for nsvc in SIZES:
             run_size(nsvc, ports, procs, NativeBackend, PythonBackend)
+        for nsvc in CURL_SIZES:
+            run_curl_size(nsvc, ports)
     finally:
         for p in procs.values():
             p.terminate()
@@ -246,47 +297,73 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         save()
 
     # warm-up: one scrape of each exporter (label caches, imports, sockets)
-    for k in ("native", "python"):
+    for k in ports:
+        if k == "node":
+            continue
         dt, blen, body = http_get(ports[k])
         R["body"][k] = blen
         log(f"  warm {k}: {dt:.2f}s body {blen}")
-    R["body"]["native_gzip"] = http_get(ports["native"], gzip=True)[1]
+    for k in FORMATS:
+        R["body"][k + "_gzip"] = http_get(ports[k], gzip=True)[1]
+    _, R["body"]["node_exporter"], _ = http_get(ports["node"])
     nb = NativeBackend("", timeout=60)
-    pb = PythonBackend("", timeout=150)
-    nb.dump()
-    sport = free_port()
-    static = subprocess.Popen([PY, os.path.join(ROOT, "bench", "static_body.py"), str(sport),
-                               str(R["body"]["native"])], stdout=subprocess.DEVNULL)
-    wait_http(sport, "/")
+    pb = PythonBackend("", timeout=150) if "python" not in SKIP else None
+    renderers = renderers_for_formats()
+    from ipvs_fast.collection.target import CollectResult
+    snap = nb.dump()
+    for rd in renderers.values():                 # warm their label caches
+        render_streamed(rd, [CollectResult("", True, 0.01, snap, {})])
+    static = None
+    if "static" not in SKIP:
+        sport = free_port()
+        static = subprocess.Popen([PY, os.path.join(ROOT, "bench", "static_body.py"), str(sport),
+                                   str(R["body"]["native"])], stdout=subprocess.DEVNULL)
+        wait_http(sport, "/")
+
+    def scrape_with_cpu(name, k, port, gzip):
+        pid = procs[k].pid
+        c0 = cpu_seconds(pid)
+        dt, _, body = http_get(port, gzip=gzip)
+        add(name, dt)
+        add("cpu_" + name, cpu_seconds(pid) - c0)
+        return body
+
+    names = {"native": "ours_native", "node_fmt": "ours_node", "ipvs_fmt": "ours_ipvs"}
     for r in range(ROUNDS):
         log(f" round {r + 1}/{ROUNDS}")
-        dt, _, body = http_get(ports["native"])
-        add("ours_native", dt)
-        add("ours_native_dump_in_exporter", scrape_duration(body))
-        add("ours_native_gzip", http_get(ports["native"], gzip=True)[0])
+        for k, name in names.items():
+            body = scrape_with_cpu(name, k, ports[k], False)
+            add(name + "_dump_in_exporter", scrape_duration(body))
+            scrape_with_cpu(name + "_gzip", k, ports[k], True)
         t0 = time.monotonic()
         snap = nb.dump()
         add("dump_native", time.monotonic() - t0)
         assert snap.ndests == nsvc * NDEST, snap.ndests
+        res = [CollectResult("", True, 0.01, snap, {})]
+        for fmt, rd in renderers.items():
+            add("render_" + fmt, render_streamed(rd, res))
         fl = json.loads(subprocess.run([FLOOR, "1"], capture_output=True, text=True,
                                        check=True).stdout)["runs"][0]
         R["floor_bytes"] = fl["bytes"]
         add("floor", fl["seconds"])
         add("ipvsadm", timed("ipvsadm -Ln --stats --exact > /dev/null", shell=True))
-        add("node_exporter", http_get(ports["node"])[0])
-        add("node_exporter_gzip", http_get(ports["node"], gzip=True)[0])
-        add("conc1_native", scrapes(ports["native"], 1, False))
-        add("conc10_native", scrapes(ports["native"], 10, False))
-        add("conc1_native_gzip", scrapes(ports["native"], 1, True))
-        add("conc10_native_gzip", scrapes(ports["native"], 10, True))
-        add("static_get", http_get(sport)[0])
-        add("conc1_static", scrapes(sport, 1, False))
-        add("conc10_static", scrapes(sport, 10, False))
-        if not big or r == 0:
+        scrape_with_cpu("node_exporter", "node", ports["node"], False)
+        scrape_with_cpu("node_exporter_gzip", "node", ports["node"], True)
+        if "concurrency" not in SKIP:
+            add("conc1_native", scrapes(ports["native"], 1, False))
+            add("conc10_native", scrapes(ports["native"], 10, False))
+            add("conc1_native_gzip", scrapes(ports["native"], 1, True))
+            add("conc10_native_gzip", scrapes(ports["native"], 10, True))
+        if static is not None:
+            add("static_get", http_get(sport)[0])
+            add("conc1_static", scrapes(sport, 1, False))
+            add("conc10_static", scrapes(sport, 10, False))
+        if pb is not None and (not big or r == 0):
             t0 = time.monotonic()
             pb.dump()
             add("dump_python", time.monotonic() - t0)
             add("ours_python", http_get(ports["python"])[0])
+        if "pyroute2" not in SKIP and (not big or r == 0):
             p = subprocess.run([PY, os.path.join(ROOT, "bench", "pyroute2_dump.py")],
                                capture_output=True, text=True)
             if p.returncode == 0:
@@ -294,9 +371,10 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
             else:
                 R["pyroute2_error"] = p.stderr[-2000:]
                 log("  pyroute2 failed:", p.stderr[-500:])
-    # peak RSS of one native scrape: reset VmHWM, scrape, read it
-    pid = procs["native"].pid
-    for k in ("native", "python"):
+    # peak RSS of one scrape per exporter: reset VmHWM, scrape, read it
+    for k in ports:
+        if k == "node":
+            continue
         pid = procs[k].pid
         hwm0 = status(pid, "VmHWM")
         with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -306,11 +384,44 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         R["rss"][k] = {"rss_before": rss0, "hwm_after_scrape": status(pid, "VmHWM"),
                        "hwm_since_start": hwm0, "body": blen}
         log(f"  rss {k}: {R['rss'][k]}")
-    static.terminate()
-    static.wait(10)
+    if static is not None:
+        static.terminate()
+        static.wait(10)
     nb.close()
-    pb.close()
+    if pb is not None:
+        pb.close()
     save()
+
+
+def renderers_for_formats() -> dict:
+    from ipvs_fast.formats.ingress import IngressRenderer
+    from ipvs_fast.formats.ipvs import IPVSRenderer
+    from ipvs_fast.formats.node import NodeRenderer
+    return {"ingress": IngressRenderer(), "node": NodeRenderer(), "ipvs": IPVSRenderer()}
+
+
+def run_curl_size(nsvc, ports):
+    """The default format vs ipvsadm with curl as the client (as issue 15
+    measured), beside the same scrape with http.client."""
+    R: dict = {"load": {}, "runs": {}, "body": {}}
+    RESULTS.setdefault("curl_sizes", {})[str(nsvc)] = R
+    subprocess.run(["ipvsadm", "-C"], check=True)
+    R["load"]["ipvsadm_R_seconds"] = timed(["ipvsadm", "-R"], input=rules(nsvc).encode())
+    log(f"{nsvc} x {NDEST} (curl): loaded in {R['load']['ipvsadm_R_seconds']:.1f}s")
+
+    def add(name, v):
+        R["runs"].setdefault(name, []).append(v)
+        log(f"  {name}: {v:.3f}s")
+        save()
+    R["body"]["native"] = http_get(ports["native"])[1]
+    curl_get(ports["native"])
+    for r in range(ROUNDS):
+        log(f" round {r + 1}/{ROUNDS}")
+        add("curl_ours_native", curl_get(ports["native"]))
+        add("curl_ours_native_gzip", curl_get(ports["native"], gzip=True))
+        add("ours_native", http_get(ports["native"])[0])
+        add("ipvsadm", timed("ipvsadm -Ln --stats --exact > /dev/null", shell=True))
+        add("curl_node_exporter", curl_get(ports["node"]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "ipvs_core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -20,8 +21,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -33,6 +36,12 @@
 #endif
 #ifndef CLONE_NEWNET
 #define CLONE_NEWNET 0x40000000
+#endif
+#ifndef NSFS_MAGIC
+#define NSFS_MAGIC 0x6e736673
+#endif
+#ifndef NS_GET_NSTYPE
+#define NS_GET_NSTYPE _IO(0xb7, 0x3)    /* Linux 4.11 */
 #endif
 
 _Static_assert(sizeof(struct ipvs_svc_rec) == 176, "ipvs_svc_rec layout");
@@ -124,6 +133,20 @@ static void copy_str(char *dst, size_t dstlen, const uint8_t *p, size_t plen)
     memcpy(dst, p, n);
 }
 
+/*
+ * Bytes from one netlink message or attribute (length n, already checked to
+ * be <= left) to the next: n rounded up to 4, or all that is left when the
+ * padding would run past the end. In size_t throughout: NLMSG_ALIGN's mask is
+ * 32 bits wide, so NLMSG_ALIGN((size_t)0xFFFFFFFD) is 0 and a walk using it
+ * would never advance.
+ */
+static size_t advance4(size_t n, size_t left)
+{
+    size_t pad = (4 - (n & 3)) & 3;
+
+    return pad > left - n ? left : n + pad;
+}
+
 /* ------------------------------------------------------------------------ */
 /* attribute iterator                                                       */
 
@@ -161,14 +184,9 @@ static int attr_next(struct attr_iter *it, struct attr *a)
     a->type = nla_type & NLA_TYPE_MASK;
     a->data = it->p + NLA_HDRLEN;
     a->len = (size_t)nla_len - NLA_HDRLEN;
-    adv = NLA_ALIGN((size_t)nla_len);
-    if (adv >= it->left) {
-        it->p += it->left;
-        it->left = 0;
-    } else {
-        it->p += adv;
-        it->left -= adv;
-    }
+    adv = advance4(nla_len, it->left);
+    it->p += adv;
+    it->left -= adv;
     return 1;
 }
 
@@ -539,14 +557,9 @@ static int parse_msgs(struct parse_ctx *c, const uint8_t *buf, size_t len)
         }
         payload = buf + NLMSG_HDRLEN;
         plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-        if (adv >= len) {
-            buf += len;
-            len = 0;
-        } else {
-            buf += adv;
-            len -= adv;
-        }
+        adv = advance4(nlh.nlmsg_len, len);
+        buf += adv;
+        len -= adv;
 
         if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
             continue;       /* stale or foreign message */
@@ -891,13 +904,9 @@ static int resolve_family(ipvs_handle *h, char *errbuf, size_t errlen)
             }
             payload = buf + NLMSG_HDRLEN;
             plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-            adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-            if (adv >= len) {
-                len = 0;
-            } else {
-                buf += adv;
-                len -= adv;
-            }
+            adv = advance4(nlh.nlmsg_len, len);
+            buf += adv;
+            len -= adv;
             if (nlh.nlmsg_seq != seq || nlh.nlmsg_pid != h->portid)
                 continue;
             if (nlh.nlmsg_type == NLMSG_ERROR) {
@@ -953,6 +962,84 @@ static const char *thread_proc(char *out, size_t outlen, const char *suffix)
     return out;
 }
 
+static const char *file_kind(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFDIR: return "a directory";
+    case S_IFSOCK: return "a socket";
+    case S_IFREG: return "a regular file";
+    default: return "not a namespace file";
+    }
+}
+
+static const char *ns_type_name(int type)
+{
+    switch (type) {
+    case 0x00020000: return "a mount namespace";
+    case 0x02000000: return "a cgroup namespace";
+    case 0x04000000: return "a UTS namespace";
+    case 0x08000000: return "an IPC namespace";
+    case 0x10000000: return "a user namespace";
+    case 0x20000000: return "a PID namespace";
+    case 0x00000080: return "a time namespace";
+    default: return "another kind of namespace";
+    }
+}
+
+/*
+ * Open ns_path for setns() without ever blocking and without opening anything
+ * but a namespace: an O_PATH descriptor first (which opens no FIFO or
+ * device), checked to be on nsfs, then the same inode reopened through
+ * /proc/self/fd (setns needs a real descriptor) and, where the kernel can
+ * say, checked to be a network namespace. Returns the fd or -errno.
+ */
+static int open_netns(const char *ns_path, char *errbuf, size_t errlen)
+{
+    char path[64];
+    struct statfs sfs;
+    struct stat st;
+    int pfd, fd, type, e;
+
+    pfd = open(ns_path, O_PATH | O_CLOEXEC);
+    if (pfd < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(e));
+        return -e;
+    }
+    if (fstatfs(pfd, &sfs) < 0 || fstat(pfd, &st) < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(e));
+        close(pfd);
+        return -e;
+    }
+    if ((unsigned long)sfs.f_type != NSFS_MAGIC) {
+        seterr(errbuf, errlen, "namespace path %s: not a network namespace (%s)", ns_path,
+               file_kind(st.st_mode));
+        close(pfd);
+        return -EINVAL;
+    }
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: reopen: %s", ns_path, strerror(e));
+        close(pfd);
+        return -e;
+    }
+    close(pfd);
+    type = ioctl(fd, NS_GET_NSTYPE);
+    if (type >= 0 && type != CLONE_NEWNET) {
+        seterr(errbuf, errlen, "namespace path %s: not a network namespace (%s)", ns_path,
+               ns_type_name(type));
+        close(fd);
+        return -EINVAL;
+    }
+    return fd;  /* type < 0: kernel < 4.11, setns() will say EINVAL */
+}
+
 static const char *setns_hint(int e)
 {
     if (e == EPERM)
@@ -1002,12 +1089,11 @@ ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err, char *errb
     if (use_path) {
         struct stat st_t, st_s;
 
-        h->ns_fd = open(ns_path, O_RDONLY | O_CLOEXEC);
-        if (h->ns_fd < 0) {
-            rc = -errno;
-            seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(-rc));
+        rc = open_netns(ns_path, errbuf, errlen);
+        if (rc < 0)
             goto out;
-        }
+        h->ns_fd = rc;
+        rc = 0;
         /* Already there (e.g. the path names our own namespace)? Then no
          * setns, which also spares the CAP_SYS_ADMIN requirement. */
         if (fstat(h->ns_fd, &st_t) == 0 && fstat(saved, &st_s) == 0 &&
@@ -1253,4 +1339,408 @@ long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len)
         off += (size_t)n;
     }
     return (long)off;
+}
+
+/* ------------------------------------------------------------------------ */
+/* namespace settings: GET_INFO / GET_CONFIG                                */
+
+#define K_CMD_GET_CONFIG        13
+#define K_CMD_GET_INFO          15
+
+#define K_INFO_ATTR_VERSION     1
+#define K_INFO_ATTR_CONN_TAB_SIZE 2
+#define K_CMD_ATTR_TIMEOUT_TCP  4
+#define K_CMD_ATTR_TIMEOUT_TCP_FIN 5
+#define K_CMD_ATTR_TIMEOUT_UDP  6
+
+enum reply_kind { REPLY_INFO, REPLY_CONFIG };
+
+struct reply_ctx {
+    enum reply_kind kind;
+    uint16_t family_id;     /* 0 = do not check nlmsg_type */
+    int check_seq;          /* socket mode: skip messages not for us */
+    uint32_t seq;
+    uint32_t portid;
+    struct ipvs_settings_rec *rec;
+    char *errbuf;
+    size_t errlen;
+};
+
+static const char *reply_name(enum reply_kind k)
+{
+    return k == REPLY_INFO ? "GET_INFO" : "GET_CONFIG";
+}
+
+/* The top-level attributes of a GET_INFO / GET_CONFIG reply into c->rec. */
+static int parse_settings_attrs(struct reply_ctx *c, const uint8_t *p, size_t len)
+{
+    struct attr_iter it;
+    struct attr a;
+    int r;
+
+    attr_iter_init(&it, p, len);
+    while ((r = attr_next(&it, &a)) > 0) {
+        uint32_t *field = NULL, bit = 0;
+
+        if (c->kind == REPLY_INFO) {
+            if (a.type == K_INFO_ATTR_VERSION) {
+                field = &c->rec->version;
+                bit = IPVS_SET_VERSION;
+            } else if (a.type == K_INFO_ATTR_CONN_TAB_SIZE) {
+                field = &c->rec->conn_tab_size;
+                bit = IPVS_SET_CONN_TAB_SIZE;
+            }
+        } else {
+            if (a.type == K_CMD_ATTR_TIMEOUT_TCP) {
+                field = &c->rec->timeout_tcp;
+                bit = IPVS_SET_TIMEOUT_TCP;
+            } else if (a.type == K_CMD_ATTR_TIMEOUT_TCP_FIN) {
+                field = &c->rec->timeout_tcp_fin;
+                bit = IPVS_SET_TIMEOUT_TCP_FIN;
+            } else if (a.type == K_CMD_ATTR_TIMEOUT_UDP) {
+                field = &c->rec->timeout_udp;
+                bit = IPVS_SET_TIMEOUT_UDP;
+            }
+        }
+        if (!field)
+            continue;       /* unknown or newer attribute */
+        if (a.len != 4) {
+            seterr(c->errbuf, c->errlen, "%s reply: attribute %u has length %zu, expected 4",
+                   reply_name(c->kind), a.type, a.len);
+            return -EBADMSG;
+        }
+        *field = rd32(a.data);
+        c->rec->attrs |= bit;
+    }
+    if (r < 0) {
+        seterr(c->errbuf, c->errlen, "%s reply: malformed attribute", reply_name(c->kind));
+        return r;
+    }
+    return 0;
+}
+
+/* Walk one buffer of a non-dump reply. 1: the reply message was parsed,
+ * 0: more expected, -errno: kernel error or malformed input. */
+static int parse_reply(struct reply_ctx *c, const uint8_t *buf, size_t len)
+{
+    const char *what = reply_name(c->kind);
+
+    if (!c->rec || (!buf && len)) {
+        seterr(c->errbuf, c->errlen, "NULL record or buffer");
+        return -EINVAL;
+    }
+    while (len > 0) {
+        struct nlmsghdr nlh;
+        const uint8_t *payload;
+        size_t plen, adv;
+        int r;
+
+        if (len < NLMSG_HDRLEN) {
+            seterr(c->errbuf, c->errlen, "%s reply: %zu trailing bytes, shorter than a "
+                   "netlink header", what, len);
+            return -EBADMSG;
+        }
+        memcpy(&nlh, buf, sizeof(nlh));
+        if (nlh.nlmsg_len < NLMSG_HDRLEN || nlh.nlmsg_len > len) {
+            seterr(c->errbuf, c->errlen, "%s reply: nlmsg_len %u out of range (%zu bytes left)",
+                   what, nlh.nlmsg_len, len);
+            return -EBADMSG;
+        }
+        payload = buf + NLMSG_HDRLEN;
+        plen = nlh.nlmsg_len - NLMSG_HDRLEN;
+        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
+        if (adv >= len) {
+            buf += len;
+            len = 0;
+        } else {
+            buf += adv;
+            len -= adv;
+        }
+        if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
+            continue;       /* stale or foreign message */
+        if (nlh.nlmsg_type == NLMSG_ERROR) {
+            int32_t e;
+
+            if (plen < sizeof(e)) {
+                seterr(c->errbuf, c->errlen, "%s reply: truncated NLMSG_ERROR", what);
+                return -EBADMSG;
+            }
+            memcpy(&e, payload, sizeof(e));
+            if (e == 0)
+                continue;   /* ACK */
+            if (e > 0 || e < -4095) {
+                seterr(c->errbuf, c->errlen, "%s reply: NLMSG_ERROR with invalid error %d",
+                       what, (int)e);
+                return -EBADMSG;
+            }
+            seterr(c->errbuf, c->errlen, "kernel rejected %s: %s", what, strerror(-e));
+            return e;
+        }
+        if (nlh.nlmsg_type == NLMSG_NOOP)
+            continue;
+        if (nlh.nlmsg_type < NLMSG_MIN_TYPE) {
+            seterr(c->errbuf, c->errlen, "%s reply: unexpected control message type %u",
+                   what, nlh.nlmsg_type);
+            return -EBADMSG;
+        }
+        if (c->family_id && nlh.nlmsg_type != c->family_id) {
+            seterr(c->errbuf, c->errlen, "%s reply: unexpected message type %u (IPVS family "
+                   "is %u)", what, nlh.nlmsg_type, c->family_id);
+            return -EBADMSG;
+        }
+        if (plen < GENL_HDRLEN) {
+            seterr(c->errbuf, c->errlen, "%s reply: message too short for a genl header", what);
+            return -EBADMSG;
+        }
+        r = parse_settings_attrs(c, payload + GENL_HDRLEN, plen - GENL_HDRLEN);
+        return r < 0 ? r : 1;
+    }
+    return 0;
+}
+
+static int parse_settings_msgs(enum reply_kind kind, const uint8_t *buf, size_t len,
+                               uint16_t family_id, struct ipvs_settings_rec *rec,
+                               char *errbuf, size_t errlen)
+{
+    struct reply_ctx c;
+
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.family_id = family_id;
+    c.rec = rec;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    return parse_reply(&c, buf, len);
+}
+
+int ipvs_parse_info_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                         struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    return parse_settings_msgs(REPLY_INFO, buf, len, family_id, rec, errbuf, errlen);
+}
+
+int ipvs_parse_config_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                           struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    return parse_settings_msgs(REPLY_CONFIG, buf, len, family_id, rec, errbuf, errlen);
+}
+
+/* One request/reply exchange (not a dump) into rec. */
+static int nl_get(ipvs_handle *h, enum reply_kind kind, struct ipvs_settings_rec *rec,
+                  char *errbuf, size_t errlen)
+{
+    uint8_t msg[32];
+    size_t off;
+    struct reply_ctx c;
+    int r;
+
+    off = put_genl_hdr(msg, h->family_id, NLM_F_REQUEST,
+                       kind == REPLY_INFO ? K_CMD_GET_INFO : K_CMD_GET_CONFIG,
+                       K_IPVS_GENL_VERSION);
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.family_id = h->family_id;
+    c.check_seq = 1;
+    c.seq = ++h->seq;
+    c.portid = h->portid;
+    c.rec = rec;
+    c.errbuf = errbuf;
+    c.errlen = errlen;
+    finish_msg(msg, off, c.seq);
+    r = nl_send(h, msg, off, errbuf, errlen);
+    if (r < 0)
+        return r;
+    for (;;) {
+        int n = nl_recv(h, 0, errbuf, errlen);
+
+        if (n < 0) {
+            r = n;
+            break;
+        }
+        r = parse_reply(&c, h->buf, (size_t)n);
+        if (r != 0)
+            break;
+    }
+    if (r < 0) {
+        nl_drain(h);
+        return r;
+    }
+    return 0;
+}
+
+int ipvs_get_settings(ipvs_handle *h, struct ipvs_settings_rec *rec, char *errbuf, size_t errlen)
+{
+    int r;
+
+    if (!h || !rec) {
+        seterr(errbuf, errlen, "ipvs_get_settings: NULL handle or record");
+        return -EINVAL;
+    }
+    memset(rec, 0, sizeof(*rec));
+    r = nl_get(h, REPLY_INFO, rec, errbuf, errlen);
+    if (r == 0)
+        r = nl_get(h, REPLY_CONFIG, rec, errbuf, errlen);
+    if (r < 0)
+        memset(rec, 0, sizeof(*rec));
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* namespace settings: the IPVS sysctls                                     */
+
+#define SYSCTL_DIR              "/proc/sys/net/ipv4/vs"
+#define SYSCTL_NAME_MAX         64
+#define SYSCTL_MAX_FILES        256
+
+struct sysctl_file {
+    char name[SYSCTL_NAME_MAX];
+    int fd;
+};
+
+struct ipvs_sysctls {
+    struct sysctl_file *files;
+    int n;
+};
+
+static int sysctl_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct sysctl_file *)a)->name, ((const struct sysctl_file *)b)->name);
+}
+
+/* Open the files of SYSCTL_DIR (in the calling thread's namespace). */
+static int sysctls_collect(ipvs_sysctls *s, char *errbuf, size_t errlen)
+{
+    DIR *d;
+    struct dirent *e;
+    int dfd;
+
+    d = opendir(SYSCTL_DIR);
+    if (!d)
+        return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+    dfd = dirfd(d);
+    s->files = calloc(SYSCTL_MAX_FILES, sizeof(*s->files));
+    if (!s->files) {
+        closedir(d);
+        seterr(errbuf, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    while ((e = readdir(d)) != NULL && s->n < SYSCTL_MAX_FILES) {
+        int fd;
+
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= SYSCTL_NAME_MAX)
+            continue;
+        if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN)
+            continue;
+        fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;       /* e.g. write-only: nothing to export */
+        snprintf(s->files[s->n].name, SYSCTL_NAME_MAX, "%s", e->d_name);
+        s->files[s->n].fd = fd;
+        s->n++;
+    }
+    closedir(d);
+    qsort(s->files, (size_t)s->n, sizeof(*s->files), sysctl_cmp);
+    return 0;
+}
+
+ipvs_sysctls *ipvs_sysctls_open(ipvs_handle *h, int *err, char *errbuf, size_t errlen)
+{
+    ipvs_sysctls *s;
+    int saved = -1, switched = 0, rc = 0;
+    char path[128];
+    struct stat st_t, st_s;
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!h || h->ns_fd < 0) {
+        if (err)
+            *err = -EBADF;
+        seterr(errbuf, errlen, "ipvs_sysctls_open: no namespace handle");
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (err)
+            *err = -ENOMEM;
+        seterr(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    thread_proc(path, sizeof(path), "ns/net");
+    saved = open(path, O_RDONLY | O_CLOEXEC);
+    if (saved < 0) {
+        rc = -errno;
+        seterr(errbuf, errlen, "open(%s): %s", path, strerror(-rc));
+        goto out;
+    }
+    if (!(fstat(h->ns_fd, &st_t) == 0 && fstat(saved, &st_s) == 0 &&
+          st_t.st_dev == st_s.st_dev && st_t.st_ino == st_s.st_ino)) {
+        if (setns(h->ns_fd, CLONE_NEWNET) < 0) {
+            rc = -errno;
+            seterr(errbuf, errlen, "setns(%s): %s%s", h->label, strerror(-rc),
+                   setns_hint(-rc));
+            goto out;
+        }
+        switched = 1;
+    }
+    rc = sysctls_collect(s, errbuf, errlen);
+    if (rc < 0 && !(errbuf && errbuf[0]))
+        seterr(errbuf, errlen, "namespace %s: opendir(%s): %s", h->label, SYSCTL_DIR,
+               strerror(-rc));
+
+out:
+    if (switched && setns(saved, CLONE_NEWNET) < 0) {
+        int e = errno;
+
+        seterr(errbuf, errlen,
+               "FATAL: could not restore this thread's network namespace after entering %s: "
+               "setns: %s; the thread is now in the wrong namespace", h->label, strerror(e));
+        rc = -e;
+    }
+    if (saved >= 0)
+        close(saved);
+    if (rc < 0) {
+        ipvs_sysctls_close(s);
+        if (err)
+            *err = rc;
+        return NULL;
+    }
+    if (err)
+        *err = 0;
+    return s;
+}
+
+void ipvs_sysctls_close(ipvs_sysctls *s)
+{
+    int i;
+
+    if (!s)
+        return;
+    for (i = 0; i < s->n; i++)
+        close(s->files[i].fd);
+    free(s->files);
+    free(s);
+}
+
+int ipvs_sysctls_count(const ipvs_sysctls *s)
+{
+    return s ? s->n : 0;
+}
+
+const char *ipvs_sysctls_name(const ipvs_sysctls *s, int i)
+{
+    if (!s || i < 0 || i >= s->n)
+        return NULL;
+    return s->files[i].name;
+}
+
+long ipvs_sysctls_read(ipvs_sysctls *s, int i, char *buf, size_t len)
+{
+    ssize_t n;
+
+    if (!s || !buf || i < 0 || i >= s->n)
+        return -EINVAL;
+    do {
+        n = pread(s->files[i].fd, buf, len, 0);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
 }

@@ -116,6 +116,10 @@ typedef struct ipvs_handle ipvs_handle;
  * the generic netlink socket (SO_RCVBUF raised, SO_RCVTIMEO = timeout_ms),
  * resolve the "IPVS" family, open /proc/thread-self/net/ip_vs_stats, setns
  * back. The thread's namespace is restored on every path.
+ * ns_path is checked before anything else, without blocking: it must be an
+ * nsfs file of a network namespace; anything else (a FIFO, a device, a
+ * regular file, a directory, another kind of namespace) is -EINVAL with
+ * "not a network namespace (...)".
  * On failure returns NULL and stores -errno in *err.
  */
 ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err,
@@ -132,5 +136,64 @@ int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
 
 /* pread() the namespace's ip_vs_stats text into buf; returns bytes or -errno. */
 long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Namespace settings: GET_INFO + GET_CONFIG, and the IPVS sysctls          */
+
+/* ipvs_settings_rec.attrs bits: which values the kernel sent */
+#define IPVS_SET_VERSION         0x0001
+#define IPVS_SET_CONN_TAB_SIZE   0x0002
+#define IPVS_SET_TIMEOUT_TCP     0x0004
+#define IPVS_SET_TIMEOUT_TCP_FIN 0x0008
+#define IPVS_SET_TIMEOUT_UDP     0x0010
+
+/* 24 bytes; Python: "<IIIIII" */
+struct ipvs_settings_rec {
+    uint32_t attrs;             /* IPVS_SET_* */
+    uint32_t version;           /* IP_VS_VERSION_CODE: 0x010201 = 1.2.1 */
+    uint32_t conn_tab_size;     /* connection hash table buckets */
+    uint32_t timeout_tcp;       /* seconds */
+    uint32_t timeout_tcp_fin;
+    uint32_t timeout_udp;
+};
+
+/*
+ * Pure parsers of a GET_INFO / GET_CONFIG reply (not a dump: one message).
+ * They set only their own fields (and attrs bits) of rec, so the two replies
+ * parse into one record. Return 1 when the reply message was seen, 0 if more
+ * is expected, -errno on NLMSG_ERROR or malformed input (-EBADMSG).
+ * Rules: NLMSG_ERROR 0 (ACK) and NLMSG_NOOP are skipped; any other control
+ * message (NLMSG_DONE included) is malformed; family_id != 0 is checked;
+ * the first data message is the reply (a genl header, then top-level
+ * attributes: known ones must be u32, unknown ones are ignored, the last of
+ * duplicates wins); whatever follows it is ignored.
+ */
+int ipvs_parse_info_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                         struct ipvs_settings_rec *rec, char *errbuf, size_t errlen);
+int ipvs_parse_config_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
+                           struct ipvs_settings_rec *rec, char *errbuf, size_t errlen);
+
+/* GET_INFO then GET_CONFIG on the handle's socket into rec (zeroed first).
+ * Returns 0 or -errno. */
+int ipvs_get_settings(ipvs_handle *h, struct ipvs_settings_rec *rec,
+                      char *errbuf, size_t errlen);
+
+/*
+ * The IPVS sysctls of the handle's namespace. /proc/sys/net shows the
+ * namespace of whoever opens a file, so ipvs_sysctls_open enters the
+ * handle's namespace (setns, restored on every path; no setns when the thread
+ * is already there), opens every file of /proc/sys/net/ipv4/vs there and
+ * keeps the fds; reads are pread()s from any thread. Files are sorted by
+ * name; a file that cannot be opened is left out; no directory = no files.
+ * On failure returns NULL and stores -errno in *err.
+ */
+typedef struct ipvs_sysctls ipvs_sysctls;
+
+ipvs_sysctls *ipvs_sysctls_open(ipvs_handle *h, int *err, char *errbuf, size_t errlen);
+void ipvs_sysctls_close(ipvs_sysctls *s);
+int ipvs_sysctls_count(const ipvs_sysctls *s);
+const char *ipvs_sysctls_name(const ipvs_sysctls *s, int i);
+/* pread() file i into buf; returns bytes or -errno. */
+long ipvs_sysctls_read(ipvs_sysctls *s, int i, char *buf, size_t len);
 
 #endif

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Optional
 
 from . import __version__
@@ -63,7 +64,19 @@ def _telemetry_path(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} must start with '/'")
     if any(c in value for c in "?# \t\r\n"):
         raise argparse.ArgumentTypeError(f"{value!r} must be a plain URL path")
+    if value in ("/", "/healthz"):
+        raise argparse.ArgumentTypeError(f"{value!r} is taken (landing page, health check)")
     return value
+
+
+def _max_requests(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
+    return n
 
 
 def _seconds(allow_zero: bool):
@@ -80,6 +93,17 @@ def _seconds(allow_zero: bool):
     return parse
 
 
+def _docker_host(value: str) -> str:
+    if not value:
+        return ""
+    from .collection.swarm import parse_docker_host
+    try:
+        parse_docker_host(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 _margin = _seconds(allow_zero=True)
 _timeout = _seconds(allow_zero=False)
 
@@ -88,14 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ipvs-fast-exporter",
         description="Prometheus exporter for Linux IPVS (drop-in for ingress_ipvs_exporter).")
-    p.add_argument("--listen-address", metavar="LISTEN-ADDRESS", type=_listen_address,
-                   default=DEFAULT_LISTEN,
+    p.add_argument("--listen-address", "--web.listen-address", dest="listen_address",
+                   metavar="LISTEN-ADDRESS", type=_listen_address, action="append",
+                   default=None,
                    help="address to set the http server to listen to, HOST:PORT; "
-                        "':9100' = all interfaces (default: %(default)s)")
-    p.add_argument("--telemetry-path", metavar="TELEMETRY-PATH", type=_telemetry_path,
+                        "':9100' = all interfaces; repeatable (listen on each), the "
+                        f"environment variable takes a comma separated list "
+                        f"(default: {DEFAULT_LISTEN})")
+    p.add_argument("--web.systemd-socket", dest="web_systemd_socket", action="store_true",
+                   help="use the listening sockets systemd passes (socket activation) "
+                        "instead of --listen-address")
+    p.add_argument("--telemetry-path", "--web.telemetry-path", dest="telemetry_path",
+                   metavar="TELEMETRY-PATH", type=_telemetry_path,
                    default=DEFAULT_PATH,
                    help="endpoint to receive scrape requests from prometheus "
                         "(default: %(default)s)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", default="",
+                   help="exporter-toolkit web configuration (TLS, client certificates, "
+                        "basic auth, headers), re-read when it changes; see README "
+                        "'Web security' (default: none, plain HTTP)")
     p.add_argument("--namespace-path", metavar="NAMESPACE-PATH", action="append", default=None,
                    help="absolute path to the network namespace where ipvs is configured; "
                         "empty string = the exporter's own namespace; may be repeated and may "
@@ -114,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="namespaces must be collected within the scrape timeout minus this "
                         "(never less than half the timeout); a namespace that is not gets "
                         "ipvs_up 0 (default: %(default)s)")
+    p.add_argument("--web.max-requests", dest="web_max_requests", metavar="N",
+                   type=_max_requests, default=40,
+                   help="maximum number of scrapes served at once; more get 503 at once; "
+                        "0 = no limit (default: %(default)s)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info",
                    help="(default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -152,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
                    action="append", default=None,
                    help="do not write metric families whose name matches one of these globs "
                         "(e.g. '*_per_second,process_*'); repeatable, comma separated")
+    p.add_argument("--docker.host", dest="docker_host", metavar="URL", type=_docker_host,
+                   default="",
+                   help="Docker Engine API (unix:///var/run/docker.sock, tcp://HOST:PORT): add "
+                        "ipvs_swarm_service_info naming the Swarm service of each fwmark "
+                        "service in ingress_sbox and lb_* namespaces; empty = off "
+                        "(default: off)")
+    p.add_argument("--docker.refresh-interval", dest="docker_refresh", metavar="SECONDS",
+                   type=_timeout, default=30.0,
+                   help="seconds between background refreshes of the Swarm service names "
+                        "(default: %(default)s)")
     p.add_argument("--version", action="version", version=f"ipvs_fast {__version__}")
     _env_defaults(p)
     return p
@@ -218,11 +267,15 @@ def _list_values(p: argparse.ArgumentParser, args) -> dict:
             raw = os.environ[name]
             if a.dest == "namespace_path":      # items verbatim (stripped); "" = own netns
                 setattr(args, a.dest, [x.strip() for x in raw.split(",")])
+            elif a.dest == "listen_address":
+                setattr(args, a.dest, [x.strip() for x in raw.split(",")])
             else:
                 setattr(args, a.dest, [raw])
             from_env[a.dest] = name
         elif a.dest == "namespace_path":
             setattr(args, a.dest, [DEFAULT_NAMESPACE])
+        elif a.dest == "listen_address":
+            setattr(args, a.dest, [DEFAULT_LISTEN])
         else:
             setattr(args, a.dest, [])
     return from_env
@@ -273,7 +326,33 @@ def parse_args(argv: Optional[list] = None):
     _check_env_choices(p, args)
     from_env = _list_values(p, args)
     _policy(p, args, from_env)
+    _web(p, args, from_env)
     return args
+
+
+def _web(p: argparse.ArgumentParser, args, from_env: dict) -> None:
+    """Listen addresses from the environment, --web.systemd-socket from
+    it, and --web.config.file read and checked (into args.web_config)."""
+    if "listen_address" in from_env:
+        for a in args.listen_address:
+            try:
+                _listen_address(a)
+            except argparse.ArgumentTypeError as e:
+                p.error(f"argument --listen-address (from environment variable "
+                        f"{from_env['listen_address']}): {e}")
+    if isinstance(args.web_systemd_socket, str):    # from the environment
+        v = args.web_systemd_socket.strip().lower()
+        if v not in ("1", "true", "yes", "0", "false", "no", ""):
+            p.error(f"argument --web.systemd-socket (from environment variable "
+                    f"{env_name('--web.systemd-socket')}): expected true or false, got {v!r}")
+        args.web_systemd_socket = v in ("1", "true", "yes")
+    args.web_config = None
+    if args.web_config_file:
+        from .http.webconfig import WebConfigError, load
+        try:
+            args.web_config = load(args.web_config_file)
+        except WebConfigError as e:
+            p.error(f"argument --web.config.file: {e}")
 
 
 class JSONFormatter(logging.Formatter):
@@ -327,7 +406,7 @@ def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
-    from . import backends
+    from . import backends, privileges
     from .collection.namespaces import TargetSet, namespace_targets
     from .exporter import Exporter
     from .formats.ingress import default_build_info
@@ -337,26 +416,48 @@ def main(argv: Optional[list] = None) -> int:
     backend = backends.resolve(args.backend)
     targets = TargetSet(args.namespace_path,
                         namespace_targets(backends.opener(backend), args.timeout))
+    swarm = None
+    if args.docker_host:
+        from .collection.swarm import SwarmNames
+        swarm = SwarmNames(args.docker_host, args.docker_refresh).start()
     exporter = Exporter(targets, make_renderer(args, 2 if targets.multi else 1),
                         build_info=default_build_info(backend),
                         metric_filter=args.metric_filter or None,
-                        service_filter=args.service_filter or None)
+                        service_filter=args.service_filter or None, swarm=swarm)
+    security = None
+    if args.web_config is not None:
+        from .http.webconfig import WebSecurity
+        security = WebSecurity(args.web_config)
+        exporter.add_collector(security)
+    listen = args.listen_address
+    if args.web_systemd_socket:
+        from .http.listen import systemd_sockets
+        try:
+            listen = systemd_sockets()
+        except ValueError as e:
+            log.error("--web.systemd-socket: %s", e)
+            return 1
     server = MetricsServer(exporter, args.telemetry_path, version=__version__,
+                           web_security=security,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
-                           scrape_timeout_margin=args.scrape_timeout_margin)
+                           scrape_timeout_margin=args.scrape_timeout_margin,
+                           max_requests=args.web_max_requests)
     log.info("ipvs_fast %s starting: namespace=%s format=%s backend=%s timeout=%gs "
-             "scrape-timeout=%gs-%gs gzip=%s", __version__,
+             "scrape-timeout=%gs-%gs gzip=%s docker=%s", __version__,
              ",".join(map(repr, args.namespace_path)), args.format, backend, args.timeout,
-             args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL)
+             args.scrape_timeout, args.scrape_timeout_margin, GZIP_IMPL,
+             args.docker_host or "off")
     rc = 0
     try:
-        run(server, args.listen_address)
+        # bound (a privileged port needs no capability kept), not yet serving
+        run(server, listen,
+            on_started=lambda _: privileges.drop_to(privileges.needed(args.namespace_path)))
     except OSError as e:
         if server.addresses:       # failed while serving, not while binding
             log.exception("server failed: %s", e)
         else:
-            log.error("cannot listen on %s: %s", args.listen_address, e)
+            log.error("cannot listen on %s: %s", ", ".join(map(str, args.listen_address)), e)
         rc = 1
     except KeyboardInterrupt:  # pragma: no cover - signal arrived before the loop ran
         pass
@@ -364,7 +465,8 @@ def main(argv: Optional[list] = None) -> int:
         # bounded: a target busy in a stuck kernel call must not block exit
         closer = threading.Thread(target=exporter.close, name="close-targets", daemon=True)
         closer.start()
-        closer.join(timeout=2.0)
+        closer.join(timeout=2.0 if server.exit_by is None
+                    else max(0.1, server.exit_by - time.monotonic()))
     log.info("stopped")
     logging.shutdown()
     # A collection thread stuck in a kernel call must not keep us alive.

@@ -164,6 +164,23 @@ def dests_reply(dests, o: Opts = Opts(), with_done: bool = True) -> bytes:
             + (done(o) if with_done else b""))
 
 
+def info_reply(version: int = 0x010201, conn_tab_size: int = 4096, o: Opts = Opts()) -> bytes:
+    """GET_INFO reply as ip_vs_genl_get_cmd sends it (cmd SET_INFO, no nest)."""
+    attrs = (g.attr_u32(g.IPVS_INFO_ATTR_VERSION, version)
+             + g.attr_u32(g.IPVS_INFO_ATTR_CONN_TAB_SIZE, conn_tab_size))
+    return g.encode_genl(o.family_id, 0, o.seq, g.IPVS_CMD_SET_INFO, g.IPVS_GENL_VERSION,
+                         attrs, pid=o.pid)
+
+
+def config_reply(tcp: int = 900, tcp_fin: int = 120, udp: int = 300, o: Opts = Opts()) -> bytes:
+    """GET_CONFIG reply (cmd SET_CONFIG, the three timeouts in seconds)."""
+    attrs = (g.attr_u32(g.IPVS_CMD_ATTR_TIMEOUT_TCP, tcp)
+             + g.attr_u32(g.IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, tcp_fin)
+             + g.attr_u32(g.IPVS_CMD_ATTR_TIMEOUT_UDP, udp))
+    return g.encode_genl(o.family_id, 0, o.seq, g.IPVS_CMD_SET_CONFIG, g.IPVS_GENL_VERSION,
+                         attrs, pid=o.pid)
+
+
 def datagrams(reply: bytes, max_msgs: int = 3) -> list:
     """Split a reply at message boundaries into datagram-sized chunks."""
     out, cur, n, off = [], b"", 0, 0

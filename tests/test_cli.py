@@ -66,14 +66,14 @@ def test_help_lists_original_flags():
 
 def test_defaults():
     a = cli.parse_args([])
-    assert a.listen_address == ":9100"
+    assert a.listen_address == [":9100"]
     assert a.telemetry_path == "/metrics"
     assert a.namespace_path == ["/var/run/docker/netns/ingress_sbox"]
     assert a.backend == "native"
     assert (a.scrape_timeout, a.scrape_timeout_margin) == (10.0, 0.5)
     assert a.destinations is None and not a.service_filter and not a.metric_filter
     a = cli.parse_args(["--namespace-path", "", "--listen-address=[::1]:1"])
-    assert a.namespace_path == [""] and a.listen_address == "[::1]:1"
+    assert a.namespace_path == [""] and a.listen_address == ["[::1]:1"]
 
 
 def free_port():

@@ -239,7 +239,7 @@ def ipvs_snapshot():
     d = list(dests)
     d[0] = d[0]._replace(fwd_method=2, tun_type=1, tun_port=6080, tun_flags=1,
                          weight=5, u_thresh=100, l_thresh=10, persist_conns=4)
-    d[1] = d[1]._replace(fwd_method=3)
+    d[1] = d[1]._replace(fwd_method=3, weight=0)
     from ipvs_fast.backends.records import pack_dest, pack_service
     return dataclasses.replace(snap, services=b"".join(map(pack_service, s)),
                                dests=b"".join(map(pack_dest, d)), totals=TOTALS)
@@ -279,6 +279,37 @@ def test_ipvs_labels_and_info():
     assert got[("ipvs_services", nsl)] == 5 and got[("ipvs_destinations", nsl)] == 6
     assert got[("ipvs_outgoing_bytes_total", nsl)] == 1234567
     assert got[("ipvs_outgoing_bytes_per_second", nsl)] == 5
+
+
+def test_ipvs_zero_weight_destinations_per_service():
+    from ipvs_fast.formats.policy import ServiceFilter, parse_selectors
+    entries = [
+        (svc(fwmark=260), [dest("10.0.0.5")._replace(weight=0),
+                           dest("10.0.0.6")._replace(weight=0)]),
+        (svc(protocol=TCP, port=80, addr="10.0.0.1"), [
+            dest("10.0.0.7")._replace(weight=3), dest("10.0.0.8")._replace(weight=0),
+            dest("10.0.0.9")._replace(weight=-1)]),
+        (svc(protocol=UDP, port=53, addr="10.0.0.1"), []),
+    ]
+    res = [result(snapshot(entries), ns="/n")]
+
+    def counts(results, renderer=None):
+        out = {}
+        for n, lab, v in samples((renderer or IPVSRenderer()).render(results)):
+            if n in ("ipvs_service_destinations_zero_weight", "ipvs_service_destinations"):
+                lab = dict(lab)
+                out.setdefault(lab["fwmark"] or lab["port"], {})[n.rsplit("_", 1)[-1]] = v
+        return out
+    want = {"260": {"weight": 2, "destinations": 2}, "80": {"weight": 1, "destinations": 3},
+            "53": {"weight": 0, "destinations": 0}}
+    assert counts(res) == want
+    assert samples(IPVSRenderer().render(res)) == samples(ipvs_reference(res))
+    # per service whatever --destination.labels says
+    assert counts(res, IPVSRenderer(destinations="none")) == want
+    assert counts(res, IPVSRenderer(destinations=("address",))) == want
+    # the service filter removes the service, and only it
+    only_fw = ServiceFilter(parse_selectors(["fwmark:*"]), []).apply_results(res)
+    assert counts(only_fw) == {"260": want["260"]}
 
 
 def test_ipvs_every_family_documented():
@@ -330,7 +361,7 @@ def test_cli_format_and_env(monkeypatch):
     monkeypatch.setenv("IPVS_FAST_LISTEN_ADDRESS", "127.0.0.1:9")
     a = cli.parse_args([])
     assert (a.format, a.node_backend_labels, a.listen_address) == (
-        "node", ("local_port", "proto"), "127.0.0.1:9")
+        "node", ("local_port", "proto"), ["127.0.0.1:9"])
     assert cli.parse_args(["--format", "ipvs"]).format == "ipvs"     # flag wins
     assert type(cli.make_renderer(a)).__name__ == "NodeRenderer"
 

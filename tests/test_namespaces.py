@@ -11,7 +11,7 @@ import pytest
 from ipvs_fast import cli
 from ipvs_fast.collection.namespaces import TargetSet, expand, is_glob
 from ipvs_fast.collection.target import CollectResult, NamespaceTarget
-from ipvs_fast.exporter import Exporter, filter_exposition
+from ipvs_fast.exporter import Exporter, FilteredCollectors
 from ipvs_fast.formats.ingress import IngressRenderer, default_build_info
 from ipvs_fast.formats.ipvs import IPVSRenderer
 from ipvs_fast.formats.node import NodeRenderer
@@ -204,29 +204,38 @@ def test_deadline_from_header():
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "0.4"})
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "soon"})
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "-1"})
-    assert seen == [9.5, 2.5, 0.2, 9.5, 9.5]
+        # absurd values: ignored, or clamped to the per-request time limit (60 s)
+        for v in ("nan", "inf", "-inf", "0", "-0", "1e-400", "1" * 100):
+            assert s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": v})[0] == 200
+        for v in ("1e9", "1e20", "1e300", "1e309"):
+            assert s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": v})[0] == 200
+    assert seen == [9.5, 2.5, 0.2, 9.5, 9.5] + [9.5] * 7 + [59.5, 59.5, 59.5, 9.5]
 
 
-def test_single_flight_first_deadline_wins():
+def test_single_flight_joins_only_a_suitable_deadline():
+    """A request joins a collection in flight only if it ends no later than
+    the request's own deadline and not much earlier; otherwise it starts
+    its own."""
     seen = []
 
     def collect(deadline):
         seen.append(deadline)
-        time.sleep(0.5)
+        time.sleep(0.6)
         return b"x 1\n"
     with ServerThread(collect, scrape_timeout=10.0, scrape_timeout_margin=0.5) as s:
         out = []
-        t1 = threading.Thread(target=lambda: out.append(s.request(
-            headers={"X-Prometheus-Scrape-Timeout-Seconds": "4"})))
-        t1.start()
+
+        def scrape(timeout):
+            out.append(s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout}))
+        threads = [threading.Thread(target=scrape, args=(t,)) for t in ("4", "4", "2", "8")]
+        threads[0].start()
         time.sleep(0.15)
-        t2 = threading.Thread(target=lambda: out.append(s.request(
-            headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"})))
-        t2.start()
-        t1.join(10)
-        t2.join(10)
-        assert [r[0] for r in out] == [200, 200]
-        assert seen == [3.5] and s.server.collections == 1
+        for t in threads[1:]:            # 4: joins (ends 0.15 s later, within 0.35 s);
+            t.start()                    # 2: would wait past its deadline; 8: too short for it
+        for t in threads:
+            t.join(10)
+        assert [r[0] for r in out] == [200] * 4
+        assert sorted(seen) == [1.5, 3.5, 7.5] and s.server.collections == 3
 
 
 def test_exporter_over_http_slow_namespace(tmp_path):
@@ -307,8 +316,61 @@ def test_cli_bad_scrape_timeouts(capsys, args, flag):
     assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
-def test_filter_exposition():
-    text = ("# HELP a x\n# TYPE a gauge\na 1\n# HELP b_total y\n# TYPE b_total counter\n"
-            "b_total 2\n")
-    assert filter_exposition(text, lambda n: n != "a") == \
-        "# HELP b_total y\n# TYPE b_total counter\nb_total 2\n"
+def test_filtered_collectors():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+    r = CollectorRegistry()
+    Gauge("a", "x", registry=r).set(1)
+    Counter("b_total", "y", registry=r).inc(2)
+    assert generate_latest(FilteredCollectors(r, lambda n: n != "a")).decode().startswith(
+        "# HELP b_total y\n# TYPE b_total counter\nb_total 2.0\n")
+    assert generate_latest(FilteredCollectors(r, lambda n: n != "b_total")).decode() == \
+        "# HELP a x\n# TYPE a gauge\na 1.0\n"
+
+
+# -- scrape error counters -------------------------------------------------------------
+
+def test_scrape_errors_counted_per_namespace():
+    """Failed, late, still-running and never-started collections count; good ones don't."""
+    mk = Maker(slow={"delay": 0.6}, bad={"fail": True})
+    ts = TargetSet(["fast", "slow", "bad"], make_target=mk)
+
+    def errors(deadline):
+        return {r.namespace: r.scrape_errors for r in ts.collect(deadline)}
+    assert errors(0.2) == {"fast": 0, "slow": 1, "bad": 1}      # slow missed the deadline
+    assert errors(0.2) == {"fast": 0, "slow": 2, "bad": 2}      # slow: still running
+    time.sleep(0.7)
+    assert errors(2.0) == {"fast": 0, "slow": 2, "bad": 3}      # slow made it this time
+    ts.close()
+
+
+def test_scrape_errors_follow_the_namespace(tmp_path):
+    """A namespace gone from the expansion loses its count; back, it starts at 0."""
+    p = tmp_path / "ns"
+    p.write_text("")
+    mk = Maker(**{str(p): {"fail": True}})
+    ts = TargetSet([str(tmp_path / "*")], make_target=mk)
+    assert [r.scrape_errors for r in ts.collect(1)] == [1]
+    assert [r.scrape_errors for r in ts.collect(1)] == [2]
+    p.unlink()
+    assert ts.collect(1) == []
+    p.write_text("")
+    assert [r.scrape_errors for r in ts.collect(1)] == [1]
+    ts.close()
+
+
+@pytest.mark.parametrize("renderer", [IngressRenderer, IPVSRenderer, NodeRenderer])
+def test_scrape_errors_in_every_format(renderer):
+    mk = Maker(bad={"fail": True})
+    ts = TargetSet(["good", "bad"], make_target=mk)
+    exp = Exporter(ts, renderer(), build_info=default_build_info("native"))
+    for n in (1, 2, 3):
+        m = parse(b"".join(exp.collect(5.0)))
+        assert m[("ipvs_scrape_errors_total", (("namespace", "bad"),))] == n
+        assert m[("ipvs_scrape_errors_total", (("namespace", "good"),))] == 0
+    # a family like any other for --metrics.*
+    from ipvs_fast.formats.policy import FamilyFilter
+    exp2 = Exporter(TargetSet(["bad"], make_target=mk), renderer(),
+                    metric_filter=FamilyFilter([], ["ipvs_scrape_errors_total"]))
+    assert b"ipvs_scrape_errors_total" not in b"".join(exp2.collect(5.0))
+    exp.close()
+    exp2.close()

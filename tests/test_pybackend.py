@@ -728,7 +728,7 @@ def _svc_key_from_request(req: bytes):
     m = next(g.iter_messages(req))
     gh = g.GenlMsgHdr.unpack_from(req, m.start, m.end)
     attrs = g.parse_attrs(req, m.start + 4, m.end)
-    if gh.cmd == g.IPVS_CMD_GET_SERVICE:
+    if gh.cmd in (g.IPVS_CMD_GET_SERVICE, g.IPVS_CMD_GET_INFO, g.IPVS_CMD_GET_CONFIG):
         return m.hdr, gh, None
     a, b = attrs[g.IPVS_CMD_ATTR_SERVICE]
     inner = g.parse_attrs(req, a, b)
@@ -754,6 +754,7 @@ class FakeKernelBackend(P.PythonBackend):
         self.timeout = 1.0
         self._lock = threading.Lock()
         self._ns_fd = self._stats_fd = -1
+        self._sysctl_fds = []
         self._sock = None
         self._seq = 100
         self._buf = bytearray(16)
@@ -765,10 +766,15 @@ class FakeKernelBackend(P.PythonBackend):
     def _transact(self, request, seq, dump=True):
         h, gh, key = _svc_key_from_request(request)
         assert h.type == self.family_id and h.seq == seq
-        assert h.flags == g.NLM_F_REQUEST | g.NLM_F_DUMP
         assert gh.version == g.IPVS_GENL_VERSION
         self.requests.append((gh.cmd, key))
         o = E.replace(self.o, seq=seq)
+        if gh.cmd in (g.IPVS_CMD_GET_INFO, g.IPVS_CMD_GET_CONFIG):
+            assert h.flags == g.NLM_F_REQUEST and not dump
+            if gh.cmd == g.IPVS_CMD_GET_INFO:
+                return E.info_reply(0x010201, 4096, o)
+            return E.config_reply(900, 120, 300, o)
+        assert h.flags == g.NLM_F_REQUEST | g.NLM_F_DUMP
         if key is None:
             return E.services_reply(self.svcs, o)
         if key in self.errors:
@@ -798,9 +804,13 @@ def test_dump_assembly(entries, o):
     assert snap.services == exp_s
     assert snap.dests == exp_d
     assert snap.totals is None and snap.meta["backend"] == "python"
-    # one GET_SERVICE, then one GET_DEST per service, identified exactly
+    # one GET_SERVICE, then one GET_DEST per service, identified exactly,
+    # then the namespace's settings
     assert b.requests == [(g.IPVS_CMD_GET_SERVICE, None)] + [
-        (g.IPVS_CMD_GET_DEST, _key(s)) for s in svcs]
+        (g.IPVS_CMD_GET_DEST, _key(s)) for s in svcs] + [
+        (g.IPVS_CMD_GET_INFO, None), (g.IPVS_CMD_GET_CONFIG, None)]
+    assert snap.decoded_settings() == (0x1F, 0x010201, 4096, 900, 120, 300)
+    assert snap.sysctls == ()
     raw_svc, raw_d = b.dump_raw()
     assert [(i, af) for i, af, _ in raw_d] == [
         (i, s.af) for i, s in enumerate(svcs)]

@@ -97,14 +97,14 @@ class FunctionSource:
     """An exposition source made of a function: ``fn()`` or ``fn(deadline)``
     returning bytes or a sized iterable of bytes pieces."""
 
-    content_type = CONTENT_TYPE
+    content_types = (CONTENT_TYPE,)
 
     def __init__(self, fn):
         self.fn = fn
         code = getattr(fn, "__code__", None) or fn.__call__.__code__
         self.takes_deadline = code.co_argcount > (0 if hasattr(fn, "__code__") else 1)
 
-    def collect(self, deadline):
+    def collect(self, deadline, content_type=CONTENT_TYPE):
         body = self.fn(deadline) if self.takes_deadline else self.fn()
         return Body([body], len(body)) if isinstance(body, bytes) else body
 
@@ -113,7 +113,7 @@ class FunctionSource:
 
 class ServerThread:
     def __init__(self, source, path="/metrics", **kw):
-        if not hasattr(source, "content_type"):
+        if not hasattr(source, "content_types"):
             source = FunctionSource(source)
         self.server = MetricsServer(source, path, version="test", **kw)
         self.loop = None

@@ -12,8 +12,8 @@ import time
 from typing import Optional, Tuple
 
 from .errors import IPVSError
-from .records import DEST_SIZE, SVC_SIZE
-from .snapshot import Snapshot, parse_ip_vs_stats
+from .records import DEST_SIZE, SETTINGS_SIZE, SVC_SIZE
+from .snapshot import Snapshot, parse_ip_vs_stats, sysctl_values
 
 try:  # pragma: no cover - depends on whether the extension was built
     from .._ipvs_core import ffi, lib
@@ -24,8 +24,10 @@ except ImportError as _e:  # pragma: no cover
 
 ERRBUF_SIZE = 512
 TOTALS_BUF_SIZE = 4096
+SYSCTL_BUF_SIZE = 256       # one /proc/sys value; longer ones are not numbers
 
-__all__ = ["NativeBackend", "available", "import_error", "parse_services", "parse_dests"]
+__all__ = ["NativeBackend", "available", "import_error", "parse_services", "parse_dests",
+           "parse_settings"]
 
 
 def available() -> bool:
@@ -64,6 +66,7 @@ class NativeBackend:
         _require()
         self._h = None
         self._res = None
+        self._sysctls = None
         self._lock = threading.Lock()
         self.ns_path = os.fsdecode(ns_path) if ns_path else ""
         self.timeout = timeout
@@ -81,16 +84,29 @@ class NativeBackend:
             raise MemoryError("ipvs_result_new")
         self._h = h
         self._res = res
+        self._settings = ffi.new("struct ipvs_settings_rec *")
+        self._sbuf = ffi.new("char[]", SYSCTL_BUF_SIZE)
+        # The namespace's sysctl files, opened in it now; reopened with the handle.
+        sc = lib.ipvs_sysctls_open(h, err, self._errbuf, ERRBUF_SIZE)
+        if sc == ffi.NULL:
+            rc = err[0] or -errno.EIO
+            self.close()
+            raise IPVSError(-rc, _errmsg(self._errbuf, rc))
+        self._sysctls = sc
+        self._sysctl_names = [ffi.string(lib.ipvs_sysctls_name(sc, i)).decode("ascii", "replace")
+                              for i in range(lib.ipvs_sysctls_count(sc))]
 
     # -- life cycle -------------------------------------------------------
     def close(self) -> None:
         with self._lock:
-            h, res = self._h, self._res
-            self._h = self._res = None
+            h, res, sc = self._h, self._res, self._sysctls
+            self._h = self._res = self._sysctls = None
             if h is not None:
                 lib.ipvs_close(h)
             if res is not None:
                 lib.ipvs_result_free(res)
+            if sc is not None:
+                lib.ipvs_sysctls_close(sc)
 
     @property
     def closed(self) -> bool:
@@ -105,12 +121,15 @@ class NativeBackend:
     def __del__(self):  # safety net; close() is the real API
         try:
             h, res = getattr(self, "_h", None), getattr(self, "_res", None)
-            self._h = self._res = None
+            sc = getattr(self, "_sysctls", None)
+            self._h = self._res = self._sysctls = None
             if lib is not None:
                 if h is not None:
                     lib.ipvs_close(h)
                 if res is not None:
                     lib.ipvs_result_free(res)
+                if sc is not None:
+                    lib.ipvs_sysctls_close(sc)
         except Exception:
             pass
 
@@ -132,9 +151,21 @@ class NativeBackend:
             if got > 0:
                 totals = parse_ip_vs_stats(
                     bytes(ffi.buffer(self._tbuf, got)).decode("ascii", "replace"))
+            rc = lib.ipvs_get_settings(self._h, self._settings, self._errbuf, ERRBUF_SIZE)
+            if rc < 0:
+                raise IPVSError(-rc, _errmsg(self._errbuf, rc))
+            settings = bytes(ffi.buffer(self._settings, SETTINGS_SIZE))
+            sysctls = sysctl_values(self._read_sysctls())
             t1 = time.monotonic()
         meta = {"backend": self.backend_name, "ns_path": self.ns_path, "duration": t1 - t0}
-        return Snapshot(services, dests, totals, meta)
+        return Snapshot(services, dests, totals, meta, settings, sysctls)
+
+    def _read_sysctls(self):
+        """(name, raw bytes or None when unreadable) per sysctl file."""
+        sc, buf = self._sysctls, self._sbuf
+        for i, name in enumerate(self._sysctl_names):
+            got = lib.ipvs_sysctls_read(sc, i, buf, SYSCTL_BUF_SIZE)
+            yield name, (bytes(ffi.buffer(buf, got)) if got >= 0 else None)
 
     def ns_ident(self) -> Tuple[int, int]:
         """(st_dev, st_ino) of the namespace this handle is bound to."""
@@ -179,6 +210,22 @@ def _parse(kind: str, data: bytes, family_id: int, svc_index: int = 0, svc_af: i
         out = bytes(ffi.buffer(res.dests, res.ndests * DEST_SIZE)) if res.ndests else b""
     ffi.release(res)
     return out
+
+
+def parse_settings(info: bytes, config: bytes, family_id: int = 0) -> bytes:
+    """A packed ipvs_settings_rec from captured GET_INFO and GET_CONFIG replies."""
+    _require()
+    rec = ffi.new("struct ipvs_settings_rec *")
+    errbuf = ffi.new("char[]", ERRBUF_SIZE)
+    for fn, data in ((lib.ipvs_parse_info_msgs, info), (lib.ipvs_parse_config_msgs, config)):
+        data = bytes(data)
+        rc = fn(ffi.from_buffer("uint8_t[]", data), len(data), family_id, rec, errbuf,
+                ERRBUF_SIZE)
+        if rc < 0:
+            raise IPVSError(-rc, _errmsg(errbuf, rc))
+        if rc == 0:
+            raise IPVSError(errno.EBADMSG, "reply ended without a message")
+    return bytes(ffi.buffer(rec, SETTINGS_SIZE))
 
 
 def parse_services(data: bytes, family_id: int = 0) -> bytes:

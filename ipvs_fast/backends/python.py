@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -41,10 +43,15 @@ from typing import List, Optional, Tuple
 from . import genl as g
 from .errors import IPVSError
 from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STATS32, REC_STATS64,
-                      REC_TUN, SVC_SIZE, SVC_STRUCT)
-from .snapshot import Snapshot, parse_ip_vs_stats
+                      REC_TUN, SET_CONN_TAB_SIZE, SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN,
+                      SET_TIMEOUT_UDP, SET_VERSION, SETTINGS_STRUCT, SVC_SIZE, SVC_STRUCT)
+from .snapshot import Snapshot, parse_ip_vs_stats, sysctl_values
 
-__all__ = ["parse_services", "parse_dests", "PythonBackend"]
+__all__ = ["parse_services", "parse_dests", "parse_settings", "PythonBackend"]
+
+SYSCTL_DIR = "/proc/sys/net/ipv4/vs"
+SYSCTL_READ = 256           # one /proc/sys value; longer ones are not numbers
+SYSCTL_MAX_FILES = 256
 
 CLONE_NEWNET = 0x40000000
 RCVBUF_BYTES = 1 << 20
@@ -252,6 +259,84 @@ def parse_dests(data: bytes, svc_index: int, svc_af: int,
                  lambda buf, a, b: _dest_record(buf, a, b, svc_index, svc_af))
 
 
+# GET_INFO / GET_CONFIG replies: attribute -> (settings field, attrs bit)
+_INFO_FIELDS = {g.IPVS_INFO_ATTR_VERSION: (1, SET_VERSION),
+                g.IPVS_INFO_ATTR_CONN_TAB_SIZE: (2, SET_CONN_TAB_SIZE)}
+_CONFIG_FIELDS = {g.IPVS_CMD_ATTR_TIMEOUT_TCP: (3, SET_TIMEOUT_TCP),
+                  g.IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: (4, SET_TIMEOUT_TCP_FIN),
+                  g.IPVS_CMD_ATTR_TIMEOUT_UDP: (5, SET_TIMEOUT_UDP)}
+
+
+def _settings_reply(data, family_id: int, what: str, fields: dict, rec: list) -> None:
+    """One GET_INFO / GET_CONFIG reply (not a dump: its first data message)
+    into *rec* (the fields of SETTINGS_STRUCT), as ``ipvs_parse_info_msgs``
+    / ``ipvs_parse_config_msgs`` do: ACKs and NOOPs skipped, other control
+    messages malformed, known attributes u32, unknown ones ignored."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if not 0 <= family_id <= 0xFFFF:
+        raise ValueError(f"family_id {family_id} out of range")
+    for m in g.iter_messages(data):
+        t = m.hdr.type
+        if t == g.NLMSG_ERROR:
+            err = g.get_error(data, m)
+            if err == 0:
+                continue                    # ACK
+            if not -4095 <= err < 0:
+                raise g.bad(f"{what} reply: NLMSG_ERROR with invalid error {err}")
+            raise IPVSError(-err, f"kernel rejected {what}: {os.strerror(-err)}")
+        if t == g.NLMSG_NOOP:
+            continue
+        if t < g.NLMSG_MIN_TYPE:
+            raise g.bad(f"{what} reply: unexpected control message type {t}")
+        if family_id and t != family_id:
+            raise g.bad(f"{what} reply: message type {t}, IPVS family is {family_id}")
+        if m.end - m.start < g.GENL_HDRLEN:
+            raise g.bad(f"{what} reply: message too short for a genl header")
+        for at, x, y in g.iter_attrs(data, m.start + g.GENL_HDRLEN, m.end):
+            f = fields.get(at)
+            if f is not None:
+                rec[f[0]] = g.get_u32(data, x, y, f"{what} attribute {at}")
+                rec[0] |= f[1]
+        return
+    raise g.bad(f"{what} reply ended without a message")
+
+
+def parse_settings(info: bytes, config: bytes, family_id: int = 0) -> bytes:
+    """A packed ipvs_settings_rec from one GET_INFO and one GET_CONFIG reply."""
+    rec = [0] * 6
+    _settings_reply(info, family_id, "GET_INFO", _INFO_FIELDS, rec)
+    _settings_reply(config, family_id, "GET_CONFIG", _CONFIG_FIELDS, rec)
+    return SETTINGS_STRUCT.pack(*rec)
+
+
+def _open_sysctls() -> list:
+    """[(name, fd)] of the files of SYSCTL_DIR as the calling thread's
+    namespace shows them (sorted by name; unopenable files left out)."""
+    try:
+        names = sorted(os.listdir(SYSCTL_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    try:
+        for name in names:
+            if len(out) >= SYSCTL_MAX_FILES:
+                break
+            if name.startswith(".") or len(name.encode()) >= 64:
+                continue
+            try:
+                fd = os.open(os.path.join(SYSCTL_DIR, name),
+                             os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue            # e.g. write-only: nothing to export
+            out.append((name, fd))
+    except BaseException:
+        for _, fd in out:
+            os.close(fd)
+        raise
+    return out
+
+
 # --------------------------------------------------------------------------
 # namespace handling
 # --------------------------------------------------------------------------
@@ -259,15 +344,83 @@ def parse_dests(data: bytes, svc_index: int, svc_af: int,
 _libc = None
 
 
-def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+def _load_libc():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-        _libc.setns.restype = ctypes.c_int
-    if _libc.setns(fd, nstype) != 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.setns.restype = ctypes.c_int
+        libc.fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        libc.fstatfs.restype = ctypes.c_int
+        _libc = libc
+    return _libc
+
+
+def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    if _load_libc().setns(fd, nstype) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+NSFS_MAGIC = 0x6e736673
+NS_GET_NSTYPE = 0xB703          # _IO(0xb7, 0x3), Linux 4.11
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+_NS_TYPES = {0x00020000: "a mount namespace", 0x02000000: "a cgroup namespace",
+             0x04000000: "a UTS namespace", 0x08000000: "an IPC namespace",
+             0x10000000: "a user namespace", 0x20000000: "a PID namespace",
+             0x00000080: "a time namespace"}
+
+
+def _fs_type(fd: int) -> int:
+    """statfs.f_type of an open file (os.fstatvfs does not report it)."""
+    libc = _load_libc()
+    buf = ctypes.create_string_buffer(256)      # struct statfs is 120 bytes
+    if libc.fstatfs(fd, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ctypes.c_ulong.from_buffer(buf).value
+
+
+def _open_netns(ns_path: str) -> int:
+    """Open *ns_path* for setns() without ever blocking and without opening
+    anything but a namespace (as ipvs_core.c's open_netns): an O_PATH fd
+    first (no FIFO or device is opened), checked to be on nsfs, then the same
+    inode reopened through /proc/self/fd and, where the kernel can say,
+    checked to be a network namespace."""
+    def fail(e: OSError, what: str = "") -> IPVSError:
+        return IPVSError(e.errno, f"namespace path {ns_path}: {what}{os.strerror(e.errno)}")
+
+    try:
+        pfd = os.open(ns_path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise fail(e) from None
+    try:
+        try:
+            fs_type = _fs_type(pfd)
+            mode = os.fstat(pfd).st_mode
+        except OSError as e:
+            raise fail(e) from None
+        if fs_type != NSFS_MAGIC:
+            kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a namespace file")
+            raise IPVSError(errno.EINVAL, f"namespace path {ns_path}: not a network "
+                            f"namespace ({kind})")
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise fail(e, "reopen: ") from None
+    finally:
+        os.close(pfd)
+    try:
+        ns_type = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return fd               # kernel < 4.11: setns() will say EINVAL
+    if ns_type != CLONE_NEWNET:
+        os.close(fd)
+        raise IPVSError(errno.EINVAL, f"namespace path {ns_path}: not a network namespace "
+                        f"({_NS_TYPES.get(ns_type, 'another kind of namespace')})")
+    return fd
 
 
 def _svc_request_attrs(rec: tuple) -> bytes:
@@ -303,6 +456,7 @@ class PythonBackend:
         self._lock = threading.Lock()
         self._ns_fd = -1
         self._stats_fd = -1
+        self._sysctl_fds: list = []
         self._sock: Optional[socket.socket] = None
         self._seq = int(time.time()) & 0x7FFFFFFF
         self.family_id = 0
@@ -318,11 +472,7 @@ class PythonBackend:
         ok = False
         try:
             if ns_path:
-                try:
-                    self._ns_fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as e:
-                    raise IPVSError(e.errno, f"namespace path {ns_path}: "
-                                    f"{os.strerror(e.errno)}") from None
+                self._ns_fd = _open_netns(ns_path)
                 saved = os.open("/proc/thread-self/ns/net",
                                 os.O_RDONLY | os.O_CLOEXEC)
                 try:
@@ -355,6 +505,8 @@ class PythonBackend:
             except OSError as e:
                 raise IPVSError(e.errno, "open /proc/net/ip_vs_stats: "
                                 f"{os.strerror(e.errno)}") from None
+            # /proc/sys/net shows the opener's namespace: open them here
+            self._sysctl_fds = _open_sysctls()
             ok = True
         except IPVSError:
             raise
@@ -522,6 +674,23 @@ class PythonBackend:
             return None
         return parse_ip_vs_stats(raw.decode("ascii", "replace"))
 
+    def _request(self, cmd: int) -> bytes:
+        seq = self._next_seq()
+        msg = g.encode_genl(self.family_id, g.NLM_F_REQUEST, seq, cmd, g.IPVS_GENL_VERSION)
+        return self._transact(msg, seq, dump=False)
+
+    def settings_raw(self) -> Tuple[bytes, bytes]:
+        """(GET_INFO reply, GET_CONFIG reply), raw: for fixtures."""
+        with self._lock:
+            return self._request(g.IPVS_CMD_GET_INFO), self._request(g.IPVS_CMD_GET_CONFIG)
+
+    def _read_sysctls(self):
+        for name, fd in self._sysctl_fds:
+            try:
+                yield name, os.pread(fd, SYSCTL_READ, 0)
+            except OSError:
+                yield name, None
+
     def dump(self) -> Snapshot:
         t0 = time.monotonic()
         with self._lock:
@@ -545,10 +714,14 @@ class PythonBackend:
                 dest_out.append(d)
                 ndest_total += nd
             totals = self.read_totals()
+            settings = parse_settings(self._request(g.IPVS_CMD_GET_INFO),
+                                      self._request(g.IPVS_CMD_GET_CONFIG), fam)
+            sysctls = sysctl_values(self._read_sysctls())
         return Snapshot(b"".join(svc_out), b"".join(dest_out), totals,
                         {"backend": self.backend_name,
                          "ns_path": self.ns_path,
-                         "duration": time.monotonic() - t0})
+                         "duration": time.monotonic() - t0},
+                        settings, sysctls)
 
     # ---- identity / lifetime ---------------------------------------------
     def ns_ident(self) -> Tuple[int, int]:
@@ -559,6 +732,12 @@ class PythonBackend:
         return st.st_dev, st.st_ino
 
     def _close_fds(self) -> None:
+        fds, self._sysctl_fds = getattr(self, "_sysctl_fds", []), []
+        for _, fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if self._sock is not None:
             try:
                 self._sock.close()

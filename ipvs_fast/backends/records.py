@@ -43,6 +43,40 @@ D_SVC_INDEX, D_AF, D_PORT, D_ADDR, D_FWD, D_WEIGHT, D_UTHRESH, D_LTHRESH, \
     D_ATTRS = range(15)
 D_STATS = 15                 # stats occupy [15, 25)
 
+# struct ipvs_settings_rec (GET_INFO + GET_CONFIG of a namespace)
+SETTINGS_FMT = "<IIIIII"
+SETTINGS_STRUCT = struct.Struct(SETTINGS_FMT)
+SETTINGS_SIZE = SETTINGS_STRUCT.size  # 24
+# attrs bits (IPVS_SET_* in ipvs_core.h)
+SET_VERSION = 0x0001
+SET_CONN_TAB_SIZE = 0x0002
+SET_TIMEOUT_TCP = 0x0004
+SET_TIMEOUT_TCP_FIN = 0x0008
+SET_TIMEOUT_UDP = 0x0010
+
+
+class Settings(NamedTuple):
+    """Decoded struct ipvs_settings_rec."""
+    attrs: int
+    version: int            # IP_VS_VERSION_CODE, 0x010201 = 1.2.1
+    conn_tab_size: int
+    timeout_tcp: int        # seconds
+    timeout_tcp_fin: int
+    timeout_udp: int
+
+    @classmethod
+    def unpack(cls, buf: bytes) -> "Settings":
+        return cls(*SETTINGS_STRUCT.unpack(buf))
+
+    def pack(self) -> bytes:
+        return SETTINGS_STRUCT.pack(*self)
+
+    @property
+    def version_text(self) -> str:
+        v = self.version
+        return "%d.%d.%d" % ((v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF)
+
+
 PROTO_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", 132: "SCTP"}
 FWD_NAMES = {0: "masq", 1: "local", 2: "tunnel", 3: "route", 4: "bypass"}
 

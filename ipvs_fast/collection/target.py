@@ -41,6 +41,9 @@ class CollectResult:
     snapshot: Optional[Snapshot] = None
     ports: dict = field(default_factory=dict)
     error: Optional[str] = None
+    #: collections of this namespace that failed or missed the deadline since
+    #: the namespace appeared (counted by TargetSet, this one included)
+    scrape_errors: int = 0
 
 
 def _reason(exc: BaseException) -> tuple[object, str]:

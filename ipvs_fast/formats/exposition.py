@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFami
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 # Integers are printed as integers. From 2**53 on, float64 (what Prometheus
 # and prometheus_client store) cannot hold every integer; such values are
@@ -53,6 +54,53 @@ def header(spec) -> str:
     """HELP and TYPE lines of *spec*, without a trailing newline."""
     name, typ, doc = spec[:3]
     return "# HELP %s %s\n# TYPE %s %s" % (name, escape_help(doc), name, typ)
+
+
+#: OpenMetrics base units a family name may end in (``_seconds``, ``_bytes``)
+UNITS = ("seconds", "bytes", "ratio", "volts", "amperes", "joules", "grams", "meters",
+         "celsius")
+
+
+def openmetrics_header(spec) -> str:
+    """HELP, TYPE and (when the name ends in a base unit) UNIT lines of
+    *spec* in OpenMetrics 1.0.0, without a trailing newline. A counter's
+    family is named without ``_total`` (its samples keep it); a counter
+    whose name lacks ``_total`` is written as ``unknown``, since calling it
+    a counter would rename its samples."""
+    name, typ, doc = spec[:3]
+    if typ == "counter":
+        if name.endswith("_total"):
+            name = name[:-6]
+        else:
+            typ = "unknown"
+    doc = escape_help(doc).replace('"', '\\"')
+    out = "# HELP %s %s\n# TYPE %s %s" % (name, doc, name, typ)
+    for unit in UNITS:
+        if name.endswith("_" + unit):
+            out += "\n# UNIT %s %s" % (name, unit)
+            break
+    return out
+
+
+class Flavour:
+    """What the two exposition formats do differently around the same
+    samples: content type, family headers, and the trailer after the last
+    line. Sample lines (names, labels, values) are byte-for-byte the same."""
+
+    __slots__ = ("name", "content_type", "header", "trailer")
+
+    def __init__(self, name: str, content_type: str, header, trailer: bytes):
+        self.name, self.content_type, self.header, self.trailer = (
+            name, content_type, header, trailer)
+
+    def __repr__(self) -> str:
+        return f"<Flavour {self.name}>"
+
+
+TEXT = Flavour("text", CONTENT_TYPE, header, b"")
+OPENMETRICS = Flavour("openmetrics", OPENMETRICS_CONTENT_TYPE, openmetrics_header, b"# EOF\n")
+#: content type -> flavour
+FLAVOURS = {f.content_type: f for f in (TEXT, OPENMETRICS)}
 
 
 def fmt_value(v) -> str:
@@ -106,6 +154,11 @@ SEGMENT_SAMPLES = 4096
 
 _SAMPLE = {"d": b"%s%d", "u": b"%s%d", "s": b"%s%s"}
 
+# Column codes the C formatter reads (text_format.h IPVS_TF_*), and the
+# style of each conversion: "d"/"u" integers, "g" Go's float64 text.
+_C_KINDS = {"I": 0, "Q": 1, "i": 2, "q": 3}
+_C_STYLES = {"d": 0, "u": 0, "g": 1}
+
 
 class SampleFormats:
     """``b"\\nNAME%s%d" * n`` per family name, conversion and n, cached
@@ -131,9 +184,12 @@ _FORMATS = SampleFormats()
 
 def _exact(vals: list, conv: str):
     """(vals, conv) with ints too large for float64 to hold exactly
-    preformatted as bytes (conv "s"). "u": known non-negative."""
+    preformatted as bytes (conv "s"). "u": known non-negative; "g":
+    every value preformatted the way client_golang prints a float64."""
     if conv == "s" or not vals:
         return vals, conv
+    if conv == "g":
+        return [go_float(v).encode() for v in vals], "s"
     if max(vals) >= EXACT_LIMIT or (conv == "d" and min(vals) <= -EXACT_LIMIT):
         return [fmt_value(v).encode() for v in vals], "s"
     return vals, conv
@@ -173,15 +229,24 @@ class Column:
     """One integer field of every packed record (native struct *code* at
     byte *offset* of each *stride*-byte record in *buf*, host order,
     aligned): a sequence of ints for the Python path, raw memory for the C
-    formatter (codes "I" and "Q")."""
+    formatter (codes "I", "Q", "i", "q"). *stride* 0: the one value at
+    *offset*, *n* times (:meth:`constant`)."""
 
     __slots__ = ("buf", "offset", "stride", "code", "n", "_view")
 
     def __init__(self, buf, offset: int, stride: int, code: str, n: int):
         self.buf, self.offset, self.stride, self.code, self.n = buf, offset, stride, code, n
         w = struct.calcsize(code)
-        self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)[offset // w::stride // w]
-                      if n else [])
+        if not stride:
+            self._view = [struct.unpack_from(code, buf, offset)[0]] * n
+        else:
+            self._view = (memoryview(buf).cast("B")[:n * stride].cast(code)
+                          [offset // w::stride // w] if n else [])
+
+    @classmethod
+    def constant(cls, value: int, n: int) -> "Column":
+        """*value* for each of *n* samples (e.g. the 1 of an info metric)."""
+        return cls(struct.pack("q", value), 0, 0, "q", n)
 
     def __len__(self) -> int:
         return self.n
@@ -206,12 +271,49 @@ def _native_formatter():
 _NATIVE = False
 
 
-def _c_segment(native, name: bytes, bptr, optr, vptr, stride: int, width: int,
-               a: int, b: int, length: int) -> bytearray:
+#: A group id for a value that belongs to no group (:func:`group_sums`).
+NO_GROUP = 0xFFFFFFFF
+
+
+def group_sums(parts: list, ngroups: int):
+    """Per group, the sum of the values in it: *parts* is ``[(values,
+    group), ...]`` where value i of *values* (a :class:`Column` or a list of
+    ints) is added to group ``group[i]`` (an ``array("I")``; NO_GROUP: to
+    none). The sums as a :class:`Column` over an ``array("q")`` (summed in C,
+    no Python object per value) or as a list of ints (without the compiled
+    core, for values that are not Columns, or when a sum leaves int64)."""
+    native = _native_formatter()
+    if native is not None and ngroups and all(
+            type(v) is Column and v.code in _C_KINDS and len(v) == len(g) for v, g in parts):
+        ffi, lib = native
+        sums = array("q", bytes(8 * ngroups))
+        sp = ffi.from_buffer("int64_t[]", sums)
+        r = 0
+        for v, g in parts:
+            if len(g) and r == 0:
+                r = lib.ipvs_sum_groups(ffi.from_buffer("uint8_t[]", v.buf) + v.offset,
+                                        v.stride, _C_KINDS[v.code], len(g),
+                                        ffi.from_buffer("uint32_t[]", g), sp, ngroups)
+        if r == 0:
+            return Column(sums, 0, 8, "q", ngroups)
+        if r != -2:       # the group arrays are ours: only a bug gets here
+            raise RuntimeError("group sums: error %d" % r)
+    out = [0] * ngroups
+    for values, group in parts:
+        for g, v in zip(group, values[0:len(values)]):
+            if g != NO_GROUP:
+                out[g] += v
+    return out
+
+
+def _c_segment(native, name: bytes, bptr, optr, vbuf, offset: int, stride: int, kind: int,
+               style: int, a: int, b: int, length: int) -> bytearray:
+    # vbuf: the values' buffer as cffi holds it (which keeps it alive while
+    # the Body is; a pointer into it would not)
     ffi, lib = native
     out = bytearray(length)
-    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vptr + a * stride, stride,
-                                width, b - a, ffi.from_buffer(out), length)
+    k = lib.ipvs_format_samples(name, len(name), bptr, optr + a, vbuf + offset + a * stride,
+                                stride, kind, style, b - a, ffi.from_buffer(out), length)
     if k != length:    # the inputs are immutable: only a bug gets here
         raise RuntimeError("segment of %r: %d bytes planned, %d written" % (name, length, k))
     return out
@@ -252,19 +354,23 @@ class Body:
             yield p if type(p) is bytes else p[0](*p[1:])
 
 
-def plan_exposition(families: list, extra=b"") -> Body:
-    """Text format 0.0.4 of ``[(spec, runs), ...]`` as a :class:`Body`:
-    HELP/TYPE headers, then segments of up to SEGMENT_SAMPLES samples.
+def plan_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> Body:
+    """Text format 0.0.4 (or, with *flavour* OPENMETRICS, OpenMetrics) of
+    ``[(spec, runs), ...]`` as a :class:`Body`: *flavour*'s headers, then
+    segments of up to SEGMENT_SAMPLES samples, then *extra* (already in
+    *flavour*), then *flavour*'s trailer.
 
     A run is ``(blocks, values, conv)``: label blocks (``b'{a="x"} '``; a
     list or :class:`Blocks`), the parallel values (a list, a 1-D
-    memoryview or a :class:`Column`) and ``"d"`` (ints), ``"u"``
-    (non-negative ints) or ``"s"`` (preformatted bytes). A family is written
-    when it has runs (even empty ones). A segment of a Blocks + "I"/"Q"
-    Column run is measured and written by the C formatter (unless it holds
-    a value that needs float formatting); any other segment by ONE
-    ``bytes % tuple`` over a cached format, measured beforehand. *families*
-    and everything in it must not change while the Body is in use.
+    memoryview or a :class:`Column`) and ``"d"`` (ints, printed as
+    prometheus_client prints them), ``"u"`` (the same, known non-negative),
+    ``"g"`` (ints printed as client_golang prints a float64: ``1e+06``) or
+    ``"s"`` (preformatted bytes). A family is written when it has runs (even
+    empty ones). A segment of a Blocks + Column run ("d", "u", "g") is
+    measured and written by the C formatter (unless it holds a value that
+    needs float formatting); any other segment by ONE ``bytes % tuple``
+    over a cached format, measured beforehand. *families* and everything in
+    it must not change while the Body is in use.
     """
     if isinstance(extra, str):
         extra = extra.encode("utf-8")
@@ -277,7 +383,7 @@ def plan_exposition(families: list, extra=b"") -> Body:
     for spec, runs in families:
         if not runs:
             continue
-        hdr = header(spec).encode("utf-8")
+        hdr = flavour.header(spec).encode("utf-8")
         if parts:
             hdr = b"\n" + hdr
         parts.append(hdr)
@@ -287,21 +393,22 @@ def plan_exposition(families: list, extra=b"") -> Body:
         for blocks, values, conv in runs:
             n = len(blocks)
             c_run = (native is not None and n and type(blocks) is Blocks
-                     and type(values) is Column and conv != "s"
-                     and values.code in ("I", "Q") and n == len(values))
+                     and type(values) is Column and conv in _C_STYLES
+                     and values.code in _C_KINDS and n == len(values))
             if c_run:
                 ffi, lib = native
                 _, offs, bptr, optr = blocks.packed(ffi)
-                vptr = ffi.from_buffer("uint8_t[]", values.buf) + values.offset
-                stride, width = values.stride, 8 if values.code == "Q" else 4
+                vbuf = ffi.from_buffer("uint8_t[]", values.buf)
+                vptr = vbuf + values.offset
+                stride, kind, style = values.stride, _C_KINDS[values.code], _C_STYLES[conv]
             for a in range(0, n, step):
                 b = min(a + step, n)
                 if c_run:
                     k = lib.ipvs_format_length(len(name), optr + a, vptr + a * stride, stride,
-                                               width, b - a)
+                                               kind, style, b - a)
                     if k >= 0:
-                        parts.append((_c_segment, native, name, bptr, optr, vptr, stride,
-                                      width, a, b, k))
+                        parts.append((_c_segment, native, name, bptr, optr, vbuf,
+                                      values.offset, stride, kind, style, a, b, k))
                         total += k
                         continue
                 vals, c = _segment_values(values, conv, a, b)
@@ -315,12 +422,15 @@ def plan_exposition(families: list, extra=b"") -> Body:
     if extra:
         parts.append(extra)
         total += len(extra)
+    if flavour.trailer:
+        parts.append(flavour.trailer)
+        total += len(flavour.trailer)
     return Body(parts, total)
 
 
-def render_exposition(families: list, extra=b"") -> bytes:
+def render_exposition(families: list, extra=b"", flavour: Flavour = TEXT) -> bytes:
     """:func:`plan_exposition` as one bytes."""
-    body = plan_exposition(families, extra)
+    body = plan_exposition(families, extra, flavour)
     out = b"".join(body)
     if len(out) != body.length:    # the plan is the Content-Length: keep it honest
         raise RuntimeError("exposition of %d bytes, %d planned" % (len(out), body.length))
@@ -350,12 +460,13 @@ class FamilyRenderer:
         exposition text, str or bytes, e.g. process metrics) is appended."""
         return render_exposition(self.families(results, build_info), extra)
 
-    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
-        """:meth:`render` as a :class:`Body`: its length is known now (the
-        label cache is updated now too); its text is made as it is iterated
-        (in any thread, without the renderer's lock), so a body is never
-        held whole unless its reader is slow."""
-        return plan_exposition(self.families(results, build_info), extra)
+    def render_pieces(self, results, build_info: Optional[dict] = None, extra="",
+                      flavour: Flavour = TEXT) -> Body:
+        """:meth:`render` as a :class:`Body` (in *flavour*): its length is
+        known now (the label cache is updated now too); its text is made as
+        it is iterated (in any thread, without the renderer's lock), so a
+        body is never held whole unless its reader is slow."""
+        return plan_exposition(self.families(results, build_info), extra, flavour)
 
     def families(self, results, build_info: Optional[dict] = None) -> list:
         """``[(spec, runs), ...]`` for :func:`plan_exposition`."""

@@ -38,11 +38,11 @@ from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_ST
                                  S_NDESTS, S_PORT, S_PROTOCOL, S_STATS, SVC_SIZE, SVC_STRUCT,
                                  addr_str)
 from .exposition import (CONTENT_TYPE, Blocks, Column, FamilyRenderer, escape_label_value,
-                         finish_families)
+                         finish_families, group_sums)
 from .exposition import family as _family
 from .exposition import fmt_value as _fmt_value
 from .exposition import results_from as _results_from
-from .policy import group_index, sum_groups
+from .policy import group_index
 
 __all__ = ["IngressCollector", "IngressRenderer", "render", "service_labels",
            "dest_labels", "FAMILIES", "CONTENT_TYPE"]
@@ -291,7 +291,7 @@ def dest_columns(dests) -> dict:
     return {spec[3]: [r[spec[3]] for r in rows] for spec in DEST_FAMILIES}
 
 
-def _identity(services, nsvc: int, dests, ndest: int) -> Optional[bytes]:
+def identity_columns(services, nsvc: int, dests, ndest: int) -> Optional[bytes]:
     """The identity columns of a snapshot (everything label blocks depend on
     except namespace and port map), or None where not computable cheaply."""
     if not _LITTLE:
@@ -422,7 +422,7 @@ class IngressRenderer(FamilyRenderer):
             st = new_ns.get(ns)
             if st is None:                  # (a repeated namespace string re-renders)
                 st = old_ns.get(ns)
-            ident = _identity(sbuf, nsvc, dbuf, ndest)
+            ident = identity_columns(sbuf, nsvc, dbuf, ndest)
             if st is None or ident is None or st.ident != ident or st.ports != ports:
                 st = self._rebuild(ns, st, sbuf, dbuf, ndest, ports)
                 st.ident = ident
@@ -447,7 +447,7 @@ class IngressRenderer(FamilyRenderer):
                 if idx is not None:
                     col = [col[i] for i in idx]
                 if agg is not None:
-                    col = sum_groups(agg[0], len(blocks), col)
+                    col = group_sums([(col, agg[0])], len(blocks))
                 runs.append((blocks, col, "u"))
             del dcols
 

@@ -22,11 +22,12 @@ import sys
 import threading
 from typing import Optional
 
-from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SVC_SIZE,
-                                 SVC_STRUCT, addr_str, cstr)
+from ..backends.records import (DEST_SIZE, DEST_STRUCT, FWD_NAMES, PROTO_NAMES, SET_CONN_TAB_SIZE,
+                                 SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN, SET_TIMEOUT_UDP,
+                                 SET_VERSION, SVC_SIZE, SVC_STRUCT, addr_str, cstr)
 from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, family,
-                         finish_families, fmt_value, label_block, results_from)
-from .policy import group_index, sum_groups
+                         finish_families, fmt_value, group_sums, label_block, results_from)
+from .policy import group_index
 
 __all__ = ["IPVSCollector", "IPVSRenderer", "FAMILIES", "service_labels",
            "service_info_labels", "dest_info_labels"]
@@ -80,6 +81,11 @@ DEST_FAMILIES = _stat_families("ipvs_destination", "of the destination (real ser
     ("ipvs_destination_connection_lower_threshold", "gauge",
      "Lower connection threshold of the destination (0 = none)", ("I", 36)),
 )
+# Computed per service from its destinations' weights (not a record field).
+ZERO_WEIGHT = ("ipvs_service_destinations_zero_weight", "gauge",
+               "Number of destinations of the virtual service with weight 0 (draining or "
+               "quiesced: they get no new connections; all of them at 0 = the service "
+               "drops new connections)")
 SVC_INFO = ("ipvs_service_info", "gauge",
             "Virtual service configuration, value 1: scheduler, flags, persistence "
             "timeout (seconds), netmask, persistence engine")
@@ -95,8 +101,91 @@ NS_TOTALS = tuple(
 SERVICES = ("ipvs_services", "gauge", "Number of virtual services in the namespace")
 DESTINATIONS = ("ipvs_destinations", "gauge", "Number of destinations in the namespace")
 
-FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SVC_FAMILIES + (SVC_INFO,) \
-    + DEST_FAMILIES + (DEST_INFO,)
+# Namespace settings (GET_INFO, GET_CONFIG): (spec, attrs bit, Settings field)
+CONN_TAB_SIZE = ("ipvs_connection_table_size", "gauge",
+                 "Size of the IPVS connection hash table, in buckets (ip_vs module "
+                 "parameter conn_tab_bits)")
+VERSION_INFO = ("ipvs_version_info", "gauge", "IPVS version of the kernel, value 1")
+TIMEOUTS = ("ipvs_timeout_seconds", "gauge",
+            "IPVS connection timeouts of the namespace (ipvsadm --set), by protocol "
+            "state: tcp = established TCP, tcp_fin = TCP after a FIN, udp")
+SETTINGS_FAMILIES = (CONN_TAB_SIZE, VERSION_INFO, TIMEOUTS)
+_TIMEOUT_FIELDS = (("tcp", SET_TIMEOUT_TCP, 3), ("tcp_fin", SET_TIMEOUT_TCP_FIN, 4),
+                   ("udp", SET_TIMEOUT_UDP, 5))
+# What each IPVS sysctl means (Documentation/networking/ipvs-sysctl.rst); a
+# sysctl the kernel has and this table lacks gets a generic HELP.
+SYSCTL_HELP = {
+    "am_droprate": "Drop rate of the drop_packet defense in mode 3 (1/rate packets dropped)",
+    "amemthresh": "Available memory threshold (pages) below which the defense strategies engage",
+    "backup_only": "1 = director works only as backup server (no forwarding) while the "
+                   "backup sync daemon runs",
+    "cache_bypass": "1 = forward packets to the original destination when no real server "
+                    "is available (cache cluster)",
+    "conn_reuse_mode": "Handling of a new connection reusing a connection entry: 0 = reuse "
+                       "the old entry (and its destination, even at weight 0), 1/2 = "
+                       "reschedule it (kube-proxy sets 0 to avoid 1 s SYN delays)",
+    "conntrack": "1 = keep netfilter conntrack entries for IPVS connections",
+    "drop_entry": "Defense: randomly drop connection entries (0 off, 1 auto, 2 on, 3 always)",
+    "drop_packet": "Defense: drop 1/rate of the packets (0 off, 1 auto, 2 on, 3 always)",
+    "expire_nodest_conn": "1 = expire a connection entry (and drop its packet) when its "
+                          "destination is deleted; 0 = keep it until it times out",
+    "expire_quiescent_template": "1 = expire persistence templates pointing at a destination "
+                                 "with weight 0 (new clients of a persistent service leave a "
+                                 "draining backend at once)",
+    "ignore_tunneled": "1 = do not schedule tunneled packets (IPIP/GRE) that are not for IPVS",
+    "nat_icmp_send": "1 = send ICMP errors for packets of masqueraded connections",
+    "pmtu_disc": "1 = path MTU discovery for tunnel (IPIP) destinations",
+    "run_estimation": "1 = the kernel estimates per service/destination rates "
+                      "(the *_per_second metrics); 0 = rates stay 0",
+    "schedule_icmp": "1 = schedule ICMP packets with no connection (no-conn ICMP to a VIP)",
+    "secure_tcp": "Defense: stricter TCP state timeouts (0 off, 1 auto, 2 on, 3 always)",
+    "sloppy_sctp": "1 = create a connection entry from any SCTP packet, not only INIT",
+    "sloppy_tcp": "1 = create a connection entry from any TCP packet, not only SYN",
+    "snat_reroute": "1 = reroute replies of SNAT connections (policy routing)",
+    "sync_persist_mode": "1 = do not synchronize connections of persistent services "
+                         "(only their templates)",
+    "sync_ports": "Number of sync daemon threads / ports",
+    "sync_qlen_max": "Maximum sync messages queued per sync daemon",
+    "sync_refresh_period": "Seconds between resyncs of a synchronized connection",
+    "sync_retries": "Retries of a sync message for a connection in a state not yet "
+                    "confirmed by the backup",
+    "sync_sock_size": "Send/receive buffer size of the sync socket (bytes; 0 = default)",
+    "sync_version": "Protocol version of the sync daemon (0 or 1)",
+    "est_nice": "Nice value of the rate estimation kthreads",
+    "lblc_expiration": "lblc scheduler: seconds an unused destination entry is kept",
+    "lblcr_expiration": "lblcr scheduler: seconds an unused destination set is kept",
+    "debug_level": "IPVS debug log level (CONFIG_IP_VS_DEBUG)",
+}
+_METRIC_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def sysctl_family(name: str) -> Optional[tuple]:
+    """The gauge family of the IPVS sysctl *name* (None for a name that
+    cannot be part of a metric name)."""
+    if not name or not set(name) <= _METRIC_NAME_OK:
+        return None
+    what = SYSCTL_HELP.get(name, "IPVS setting")
+    return ("ipvs_sysctl_" + name, "gauge",
+            "%s (net.ipv4.vs.%s of the namespace)" % (what, name))
+
+
+def settings_samples(snap) -> list:
+    """[(spec, extra labels, value)] of a snapshot's settings, in family order."""
+    st = snap.decoded_settings()
+    if st is None:
+        return []
+    out = []
+    if st.attrs & SET_CONN_TAB_SIZE:
+        out.append((CONN_TAB_SIZE, {}, st.conn_tab_size))
+    if st.attrs & SET_VERSION:
+        out.append((VERSION_INFO, {"version": st.version_text}, 1))
+    for proto, bit, pos in _TIMEOUT_FIELDS:
+        if st.attrs & bit:
+            out.append((TIMEOUTS, {"protocol": proto}, st[pos]))
+    return out
+
+FAMILIES = NS_TOTALS + (SERVICES, DESTINATIONS) + SETTINGS_FAMILIES + SVC_FAMILIES \
+    + (ZERO_WEIGHT, SVC_INFO) + DEST_FAMILIES + (DEST_INFO,)
 
 # IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
 SVC_FLAG_NAMES = ((0x1, "persistent"), (0x2, "hashed"), (0x4, "one-packet"),
@@ -185,6 +274,7 @@ class IPVSCollector:
 def collect_families(results, build_info: Optional[dict] = None) -> list:
     from .ingress import BUILD_INFO, DURATION, UP
     fams = {spec[0]: family(spec) for spec in FAMILIES + (UP, DURATION)}
+    sysctl_names: list = []
     for r in results:
         nsl = {"namespace": r.namespace}
         fams[UP[0]].add_sample(UP[0], dict(nsl), 1 if r.up else 0)
@@ -200,18 +290,30 @@ def collect_families(results, build_info: Optional[dict] = None) -> list:
                 fams[spec[0]].add_sample(spec[0], dict(nsl), snap.totals[spec[3]])
         fams[SERVICES[0]].add_sample(SERVICES[0], dict(nsl), len(svcs))
         fams[DESTINATIONS[0]].add_sample(DESTINATIONS[0], dict(nsl), len(dests))
+        for spec, labels, value in settings_samples(snap):
+            fams[spec[0]].add_sample(spec[0], {**nsl, **labels}, value)
+        for name, value in snap.sysctls:
+            spec = sysctl_family(name)
+            if spec is not None:
+                if spec[0] not in fams:
+                    fams[spec[0]] = family(spec)
+                    sysctl_names.append(spec[0])
+                fams[spec[0]].add_sample(spec[0], dict(nsl), value)
         for s in svcs:
             sl = service_labels(r.namespace, s)
             for spec in SVC_FAMILIES:
                 fams[spec[0]].add_sample(spec[0], dict(sl), s[_SVC_POS[spec[3]]])
-            fams[SVC_INFO[0]].add_sample(SVC_INFO[0], {**sl, **service_info_labels(s)}, 1)
             a, b = _range(len(dests), s[21], s[22])
+            fams[ZERO_WEIGHT[0]].add_sample(ZERO_WEIGHT[0], dict(sl),
+                                            sum(1 for d in dests[a:b] if d[5] == 0))
+            fams[SVC_INFO[0]].add_sample(SVC_INFO[0], {**sl, **service_info_labels(s)}, 1)
             for d in dests[a:b]:
                 dl = dest_labels(sl, d)
                 for spec in DEST_FAMILIES:
                     fams[spec[0]].add_sample(spec[0], dict(dl), d[_DEST_POS[spec[3]]])
                 fams[DEST_INFO[0]].add_sample(DEST_INFO[0], {**dl, **dest_info_labels(d)}, 1)
     out = [fams[spec[0]] for spec in FAMILIES + (UP, DURATION)]
+    out += [fams[n] for n in sorted(sysctl_names)]
     if build_info is not None:
         bi = family(BUILD_INFO)
         bi.add_sample(BUILD_INFO[0], dict(build_info), 1)
@@ -278,6 +380,7 @@ class IPVSRenderer(FamilyRenderer):
     def _families(self, results, build_info) -> list:
         from .ingress import BUILD_INFO, DURATION, UP
         runs = {spec[0]: [] for spec in FAMILIES + (UP, DURATION)}
+        sysctl_runs: dict = {}      # family spec -> runs
         new_ns: dict = {}
         for r in results:
             nsb = ('{namespace="%s"} ' % escape_label_value(r.namespace)).encode()
@@ -293,6 +396,7 @@ class IPVSRenderer(FamilyRenderer):
                     runs[spec[0]].append(([nsb], [snap.totals[spec[3]]], "d"))
             runs[SERVICES[0]].append(([nsb], [nsvc], "d"))
             runs[DESTINATIONS[0]].append(([nsb], [nd], "d"))
+            _settings_runs(runs, sysctl_runs, r.namespace, nsb, snap)
             if not nsvc:
                 continue
             ident = self._identity(sb, nsvc, db, nd)
@@ -303,7 +407,9 @@ class IPVSRenderer(FamilyRenderer):
             new_ns[r.namespace] = st
             for spec, col in zip(SVC_FAMILIES, _columns(sb, nsvc, SVC_SIZE, _SVC_SPECS)):
                 runs[spec[0]].append((st.svc_blocks, col, _conv(spec[3][0])))
-            runs[SVC_INFO[0]].append((st.svc_info, [1] * nsvc, "d"))
+            runs[ZERO_WEIGHT[0]].append((st.svc_blocks, zero_weight_counts(sb, nsvc, db, nd),
+                                         "d"))
+            runs[SVC_INFO[0]].append((st.svc_info, Column.constant(1, nsvc), "d"))
             if not st.dest_blocks or not self._dest_on:
                 continue
             idx = st.dest_index
@@ -317,28 +423,38 @@ class IPVSRenderer(FamilyRenderer):
                 if idx is not None:
                     col = [col[i] for i in idx]
                 if agg is not None:
-                    col = sum_groups(agg[0], len(blocks), col)
+                    col = group_sums([(col, agg[0])], len(blocks))
                 runs[spec[0]].append((blocks, col, _conv(spec[3][0])))
             if agg is None:
-                runs[DEST_INFO[0]].append((st.dest_info, [1] * len(st.dest_info), "d"))
+                runs[DEST_INFO[0]].append((st.dest_info, Column.constant(1, len(st.dest_info)),
+                                           "d"))
         self._ns = new_ns
         families = [(spec, runs[spec[0]]) for spec in FAMILIES + (UP, DURATION)]
+        at = FAMILIES.index(SETTINGS_FAMILIES[-1]) + 1
+        families[at:at] = sorted(sysctl_runs.items())
         return finish_families(families, BUILD_INFO, build_info, self._filter)
 
     @staticmethod
     def _identity(sb, nsvc, db, nd) -> bytes:
-        parts = [sb[i * SVC_SIZE:i * SVC_SIZE + 88] + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE]
-                 for i in range(nsvc)]
+        """Every record byte a label depends on: service bytes 0..88 and
+        168..176, destination bytes 0..28 and 52..60 (as strided columns
+        on little-endian hosts: no Python object per record)."""
+        if not _LITTLE:
+            return b"".join([sb[i * SVC_SIZE:i * SVC_SIZE + 88]
+                             + sb[i * SVC_SIZE + 168:(i + 1) * SVC_SIZE] for i in range(nsvc)]
+                            + [b"|"] + [db[i * DEST_SIZE:i * DEST_SIZE + 28]
+                                        + db[i * DEST_SIZE + 52:i * DEST_SIZE + 58]
+                                        for i in range(nd)])
+        parts = []
+        if nsvc:
+            u32 = memoryview(sb).cast("B")[:nsvc * SVC_SIZE].cast("I")
+            stride = SVC_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (*range(22), 42, 43)]
         parts.append(b"|")
         if nd:
-            if _LITTLE:
-                u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
-                stride = DEST_SIZE // 4
-                parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
-            else:
-                parts += [db[i * DEST_SIZE:i * DEST_SIZE + 28] + db[i * DEST_SIZE + 52:
-                                                                   i * DEST_SIZE + 58]
-                          for i in range(nd)]
+            u32 = memoryview(db).cast("B")[:nd * DEST_SIZE].cast("I")
+            stride = DEST_SIZE // 4
+            parts += [u32[i::stride].tobytes() for i in (0, 1, 2, 3, 4, 5, 6, 13, 14)]
         return b"".join(parts)
 
     @staticmethod
@@ -357,7 +473,7 @@ class IPVSRenderer(FamilyRenderer):
                 sl = service_labels(ns, s)
                 blk = label_block(sl)
                 info = label_block({**sl, **service_info_labels(s)})
-                e = (blk.encode(), info.encode(), blk[1:], sl)
+                e = (blk.encode(), info.encode(), blk[1:], sl, _dest_info_template(sl))
             st.svcs[key] = e
             st.svc_blocks.append(e[0])
             st.svc_info.append(e[1])
@@ -369,9 +485,9 @@ class IPVSRenderer(FamilyRenderer):
                 de = st.dests.get(dkey) or old_dests.get(dkey)
                 if de is None:
                     d = DEST_STRUCT.unpack_from(db, off)
-                    dl = '{destination_address="%s",destination_port="%d",' % (
-                        addr_str(d[1], d[3]), d[2])
-                    info = label_block({**e[3], **dest_labels(e[3], d), **dest_info_labels(d)})
+                    da, dp = addr_str(d[1], d[3]), str(d[2])
+                    dl = '{destination_address="%s",destination_port="%s",' % (da, dp)
+                    info = e[4] % ((da, dp) + _dest_info_values(d))
                     de = ((dl + e[2]).encode(), info.encode())
                 st.dests[dkey] = de
                 st.dest_blocks.append(de[0])
@@ -379,6 +495,66 @@ class IPVSRenderer(FamilyRenderer):
         st.dest_index = None if order == list(range(nd)) else order
         st.svc_blocks, st.dest_blocks = Blocks(st.svc_blocks), Blocks(st.dest_blocks)
         return st
+
+
+def _settings_runs(runs: dict, sysctl_runs: dict, ns: str, nsb: bytes, snap) -> None:
+    """The namespace's settings and sysctl samples (a handful: built per render)."""
+    for spec, labels, value in settings_samples(snap):
+        blk = nsb if not labels else label_block({"namespace": ns, **labels}).encode()
+        runs[spec[0]].append(([blk], [value], "d"))
+    for name, value in snap.sysctls:
+        spec = sysctl_family(name)
+        if spec is not None:
+            sysctl_runs.setdefault(spec, []).append(([nsb], [value], "d"))
+
+
+_WEIGHT_OFF = 28       # ipvs_dest_rec.weight (i32)
+_FIRST_DEST_OFF = 168  # ipvs_svc_rec.first_dest, ndests (u32, u32)
+
+
+def zero_weight_counts(sb, nsvc: int, db, nd: int) -> list:
+    """Per service, how many of its destinations have weight 0."""
+    if not nd:
+        return [0] * nsvc
+    weights = Column(db, _WEIGHT_OFF, DEST_SIZE, "i", nd) if _LITTLE else \
+        [struct.unpack_from("<i", db, i * DEST_SIZE + _WEIGHT_OFF)[0] for i in range(nd)]
+    zero = [0] * (nd + 1)          # zero[j] = destinations with weight 0 among the first j
+    acc = 0
+    for j, w in enumerate(weights[0:nd]):
+        acc += w == 0
+        zero[j + 1] = acc
+    out = []
+    for i in range(nsvc):
+        first, n = struct.unpack_from("<II", sb, i * SVC_SIZE + _FIRST_DEST_OFF)
+        a, b = _range(nd, first, n)
+        out.append(zero[b] - zero[a])
+    return out
+
+
+# A destination's own labels in ipvs_destination_info, in name order (each
+# sorts the same way among any service's labels, see _dest_info_template)
+_DEST_INFO_SLOTS = ("destination_address", "destination_port", "forwarding_method",
+                    "tunnel_flags", "tunnel_port", "tunnel_type")
+
+
+def _dest_info_template(svc_labels: dict) -> str:
+    """label_block of a destination's info labels with the service's
+    labels filled in and ``%s`` for each of _DEST_INFO_SLOTS (values that
+    are made here and never need escaping)."""
+    names = sorted(list(svc_labels) + list(_DEST_INFO_SLOTS))
+    return "{" + ",".join(
+        '%s="%s"' % (n, "%s" if n in _DEST_INFO_SLOTS
+                     else escape_label_value(svc_labels[n]).replace("%", "%%"))
+        for n in names) + "} "
+
+
+def _dest_info_values(d: tuple) -> tuple:
+    """dest_info_labels(d) values in _DEST_INFO_SLOTS order (after the address and port)."""
+    fwd = d[4] & _FWD_MASK
+    if fwd == 2:
+        return (FWD_NAMES[2], _flag_list(d[12], TUN_FLAG_NAMES), str(d[11]),
+                TUN_TYPES.get(d[13], str(d[13])))
+    return FWD_NAMES.get(fwd, str(fwd)), "", "", ""
 
 
 def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:

@@ -32,8 +32,12 @@ With several namespaces every node_ipvs series gets a ``namespace`` label.
 """
 from __future__ import annotations
 
+import operator
 import socket
+import struct
+import sys
 import threading
+from array import array
 from typing import Optional
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
@@ -41,8 +45,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from ..backends.records import (D_ACTIVE, D_ADDR, D_AF, D_INACTIVE, D_PORT, D_WEIGHT, DEST_SIZE,
                                  DEST_STRUCT, PROTO_NAMES, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK,
                                  S_NDESTS, S_PORT, S_PROTOCOL, SVC_SIZE, SVC_STRUCT)
-from .exposition import (Body, as_results, escape_label_value, fmt_value, go_float, header,
-                         label_block, results_from)
+from .exposition import (Blocks, Column, FamilyRenderer, escape_label_value, finish_families,
+                         fmt_value, group_sums, results_from)
+from .ingress import identity_columns
 
 __all__ = ["NODE_LABELS", "parse_backend_labels", "NodeCollector", "NodeRenderer",
            "backend_series", "go_ip"]
@@ -221,94 +226,195 @@ class NodeCollector:
 # ---------------------------------------------------------------------------
 # (b) renderer
 
-class NodeRenderer:
-    """Text renderer for ``--format node`` (same interface as
-    :class:`ipvs_fast.formats.ingress.IngressRenderer`). Label blocks are cached per key;
-    the cache holds exactly the keys of the last render."""
+_LITTLE = sys.byteorder == "little"
+# (struct code, byte offset) of active_conns, inact_conns and weight in a
+# dest record (records.DEST_FMT), in BACKEND_FAMILIES order
+_BACKEND_COLUMNS = (("I", 40), ("I", 44), ("i", 28))
+
+
+def _dest_column(dbuf, nd: int, code: str, off: int):
+    if _LITTLE:
+        return Column(dbuf, off, DEST_SIZE, code, nd)
+    return [struct.unpack_from("<" + code, dbuf, i * DEST_SIZE + off)[0] for i in range(nd)]
+
+
+class _NodeNs:
+    """One namespace's backend series for the last snapshot identity:
+    *keys*, the distinct label-value tuples (kept labels in name order)
+    sorted as client_golang sorts series; *group*, for each rendered
+    destination the index of its key; *order*, None when the rendered
+    destinations are the dest array in order, else their indices."""
+    __slots__ = ("ident", "keys", "group", "order")
+
+
+class NodeRenderer(FamilyRenderer):
+    """Text renderer for ``--format node`` (interface of
+    :class:`ipvs_fast.formats.ingress.IngressRenderer`), on the planned
+    exposition (:func:`ipvs_fast.formats.exposition.plan_exposition`).
+
+    The grouping of destinations into series (which kept label values each
+    one has, the series sorted as client_golang sorts them, their label
+    blocks) depends only on the snapshot's identity columns, so it is kept
+    per namespace and rebuilt only when they change; each render then sums
+    the active/inactive/weight columns of the packed records into the
+    series (``group_sums``: in C, no Python object per destination) and the
+    C formatter prints the sums as Go prints a float64. The label-block
+    cache holds exactly the keys of the last render."""
 
     def __init__(self, labels: tuple = NODE_LABELS, namespace_label: bool = False,
                  metric_filter=None):
         self.labels = tuple(labels)
         self.namespace_label = namespace_label
-        self._filter = metric_filter or (lambda name: True)
-        self._backends_on = any(self._filter(f[0]) for f in BACKEND_FAMILIES)
+        self._filter = metric_filter
+        self._backends_on = metric_filter is None or any(
+            metric_filter(f[0]) for f in BACKEND_FAMILIES)
         names = (("namespace",) if namespace_label else ()) + self.labels
-        # label order in the output: sorted names (as client_golang writes them)
-        self._order = sorted(range(len(names)), key=lambda i: names[i])
-        self._names = [names[i] for i in self._order]
-        self._blocks: dict = {}
+        # label order in the output and the sort order of series: sorted
+        # names (client_golang); _pick: each one's place in (namespace, *NODE_LABELS)
+        self._names = sorted(names)
+        pick = [0 if n == "namespace" else 1 + NODE_LABELS.index(n) for n in self._names]
+        # (namespace, *NODE_LABELS values) -> the kept values in name order
+        if len(pick) > 1:
+            self._key = operator.itemgetter(*pick)
+        elif pick:
+            self._key = lambda full, _i=pick[0]: (full[_i],)
+        else:
+            self._key = lambda full: ()
+        # '{a="%s",b="%s"} ': every value but the namespace is made here
+        # (addresses, digits, hex, protocol names) and needs no escaping
+        self._block_format = ("{" + ",".join('%s="%%s"' % n for n in self._names) + "} "
+                              if self._names else " ")
+        self._ns_at = self._names.index("namespace") if namespace_label else None
+        self._ns: dict = {}              # namespace -> _NodeNs
+        self._merged = None              # (states, keys, blocks, groups) of the last render
+        self._blocks: dict = {}          # key -> label block, the last render's keys
         self._lock = threading.Lock()
 
     def cache_size(self) -> int:
         return len(self._blocks)
 
-    def _block(self, key: tuple, cache: dict, old: dict) -> str:
-        b = old.get(key)
-        if b is None:
-            b = "{" + ",".join('%s="%s"' % (n, escape_label_value(key[i]))
-                               for n, i in zip(self._names, self._order)) + "}"
-        cache[key] = b
-        return b
-
-    def render_pieces(self, results, build_info: Optional[dict] = None, extra="") -> Body:
-        """:meth:`render` as a :class:`Body` (the renderers' interface)."""
-        out = self.render(results, build_info, extra)
-        return Body([out], len(out))
-
-    def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
+    def _families(self, results, build_info) -> list:
         from .ingress import BUILD_INFO, DURATION, UP
-        results = as_results(results)
-        with self._lock:
-            old, cache = self._blocks, {}
-            totals: dict = {}
-            backends: dict = {}
-            for r in results:
-                if not r.up or r.snapshot is None:
-                    continue
-                pre = (r.namespace,) if self.namespace_label else ()
-                t = _totals(r.snapshot)
-                if t is not None:
-                    _add(totals, pre, t)
-                if not self._backends_on:
-                    continue
-                for key, vals in backend_series(r.snapshot, self.labels).items():
-                    _add(backends, pre + key, vals)
-            out: list = []
-            # client_golang: families sorted by name, series by label values
-            # in label-name order.
-            fams = sorted((f for f in FAMILIES if self._filter(f[0])), key=lambda f: f[0])
-            order = self._order
-            brows = sorted(((tuple(k[i] for i in order), k, v) for k, v in backends.items()))
+        totals: dict = {}
+        states: list = []                # (_NodeNs, dest buffer) per namespace with backends
+        new_ns: dict = {}
+        fam_up, fam_dur = [], []
+        for r in results:
+            nsb = ('{namespace="%s"} ' % escape_label_value(r.namespace)).encode()
+            fam_up.append(([nsb], [1 if r.up else 0], "d"))
+            fam_dur.append(([nsb], [fmt_value(float(r.duration)).encode()], "s"))
+            snap = r.snapshot
+            if not r.up or snap is None:
+                continue
+            t = _totals(snap)
+            if t is not None:
+                _add(totals, (r.namespace,) if self.namespace_label else (), t)
+            if not self._backends_on:
+                continue
+            sbuf, dbuf = snap.services, snap.dests
+            nsvc, nd = len(sbuf) // SVC_SIZE, len(dbuf) // DEST_SIZE
+            ident = identity_columns(sbuf, nsvc, dbuf, nd)
+            st = new_ns.get(r.namespace) or self._ns.get(r.namespace)
+            if st is None or ident is None or st.ident != ident:
+                st = self._rebuild(r.namespace, sbuf, nsvc, dbuf, nd)
+                st.ident = ident
+            new_ns[r.namespace] = st
+            if st.keys:
+                states.append((st, dbuf, nd))
+        self._ns = new_ns
+
+        runs = {spec[0]: [] for spec in FAMILIES}
+        if totals:
             trows = sorted(totals.items())
-            for spec in fams:
-                if spec in BACKEND_FAMILIES:
-                    if not brows:
-                        continue
-                    out.append(header(spec))
-                    name, j = spec[0], spec[3]
-                    for _, k, v in brows:
-                        out.append("%s%s %s" % (name, self._block(k, cache, old), go_float(v[j])))
-                else:
-                    if not trows:
-                        continue
-                    out.append(header(spec))
-                    name, j = spec[0], spec[3]
-                    for pre, t in trows:
-                        blk = ('{namespace="%s"}' % escape_label_value(pre[0])) if pre else ""
-                        out.append("%s%s %s" % (name, blk, go_float(t[j])))
-            self._blocks = cache
-        for spec, rows in ((UP, [(r.namespace, 1 if r.up else 0) for r in results]),
-                           (DURATION, [(r.namespace, float(r.duration)) for r in results])):
-            if rows and self._filter(spec[0]):
-                out.append(header(spec))
-                out += ['%s{namespace="%s"} %s' % (spec[0], escape_label_value(ns), fmt_value(v))
-                        for ns, v in rows]
-        if build_info is not None and self._filter(BUILD_INFO[0]):
-            out.append(header(BUILD_INFO))
-            out.append("%s%s1" % (BUILD_INFO[0], label_block(build_info)))
-        body = ("\n".join(out) + "\n" if out else "").encode("utf-8")
-        if isinstance(extra, str):
-            extra = extra.encode("utf-8")
-        if extra and not extra.endswith(b"\n"):
-            extra += b"\n"
-        return body + (extra or b"")
+            blocks = [('{namespace="%s"} ' % escape_label_value(k[0])).encode() if k else b" "
+                      for k, _ in trows]
+            for spec in TOTAL_FAMILIES:
+                runs[spec[0]].append((blocks, [v[spec[3]] for _, v in trows], "g"))
+        if states:
+            blocks, groups = self._merge([st for st, _, _ in states])
+            for spec, (code, off) in zip(BACKEND_FAMILIES, _BACKEND_COLUMNS):
+                parts = []
+                for (st, dbuf, nd), group in zip(states, groups):
+                    col = _dest_column(dbuf, nd, code, off)
+                    if st.order is not None:
+                        col = [col[i] for i in st.order]
+                    parts.append((col, group))
+                runs[spec[0]].append((blocks, group_sums(parts, len(blocks)), "g"))
+        else:
+            self._merged, self._blocks = None, {}
+        # client_golang: families sorted by name (ours after them)
+        families = [(spec, runs[spec[0]]) for spec in sorted(FAMILIES, key=lambda f: f[0])]
+        families += [(UP, fam_up), (DURATION, fam_dur)]
+        return finish_families(families, BUILD_INFO, build_info, self._filter)
+
+    def _merge(self, states: list) -> tuple:
+        """(label blocks of every series, sorted; per state its destinations'
+        series indices) for the namespaces' *states*; reused while they are
+        the same objects."""
+        m = self._merged
+        if m is not None and len(m[0]) == len(states) and all(
+                a is b for a, b in zip(m[0], states)):
+            return m[2], m[3]
+        if len(states) == 1:
+            keys, groups = states[0].keys, [states[0].group]
+        else:                 # series of several namespaces interleave (or are summed)
+            keys = sorted(set().union(*(st.keys for st in states)))
+            rank = {k: i for i, k in enumerate(keys)}
+            groups = []
+            for st in states:
+                gmap = [rank[k] for k in st.keys]
+                groups.append(array("I", map(gmap.__getitem__, st.group)))
+        old = self._blocks
+        blocks = list(map(old.get, keys))
+        if None in blocks:
+            fmt = self._block_format
+            ns_at = self._ns_at
+            esc: dict = {}
+            for i, b in enumerate(blocks):
+                if b is None:
+                    k = keys[i]
+                    if ns_at is not None:      # the only value that may need escaping
+                        ns = k[ns_at]
+                        e = esc.get(ns)
+                        if e is None:
+                            e = esc[ns] = escape_label_value(ns)
+                        k = k[:ns_at] + (e,) + k[ns_at + 1:]
+                    blocks[i] = (fmt % k).encode()
+        cache = dict(zip(keys, blocks))
+        blocks = Blocks(blocks)
+        self._blocks = cache
+        self._merged = (tuple(states), keys, blocks, groups)
+        return blocks, groups
+
+    def _rebuild(self, ns: str, sbuf, nsvc: int, dbuf, nd: int) -> _NodeNs:
+        """The series of one namespace's snapshot: each rendered
+        destination's kept label values (node_exporter's rules), sorted."""
+        key = self._key
+        dests = list(DEST_STRUCT.iter_unpack(dbuf[:nd * DEST_SIZE]))
+        ipcache: dict = {}
+        dkeys: list = []
+        order: list = []
+        for s in SVC_STRUCT.iter_unpack(sbuf[:nsvc * SVC_SIZE]):
+            start = min(max(s[S_FIRST_DEST], 0), nd)
+            end = min(start + max(s[S_NDESTS], 0), nd)
+            if start >= end:
+                continue
+            fw = s[S_FWMARK]
+            if fw:
+                la, lp, proto, mark = "", "0", "FWM", "%08X" % fw
+            else:
+                la, lp, proto, mark = (go_ip(s[S_AF], s[S_ADDR]), str(s[S_PORT]),
+                                       _proto(s[S_PROTOCOL]), "")
+            order += range(start, end)
+            for d in dests[start:end]:
+                ak = (d[D_AF], d[D_ADDR])
+                ra = ipcache.get(ak)
+                if ra is None:
+                    ra = ipcache[ak] = go_ip(*ak)
+                dkeys.append(key((ns, la, lp, ra, str(d[D_PORT]), proto, mark)))
+        st = _NodeNs()
+        st.keys = sorted(set(dkeys))
+        rank = {k: i for i, k in enumerate(st.keys)}
+        st.group = array("I", map(rank.__getitem__, dkeys))
+        st.order = None if order == list(range(nd)) else order
+        return st

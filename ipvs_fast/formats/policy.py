@@ -13,7 +13,8 @@
 * :func:`parse_destination_labels` (``--destination.labels``): per
   destination series as they are (``all``), none at all (``none``), or
   summed over the destinations equal in a chosen label subset -- the
-  renderers implement it with :func:`group_index` / :func:`sum_groups`.
+  renderers implement it with :func:`group_index` and
+  :func:`ipvs_fast.formats.exposition.group_sums`.
 
 Selector syntax (one or more per flag value, comma separated)::
 
@@ -298,10 +299,11 @@ def parse_destination_labels(text: str, fmt: str):
 
 
 def group_index(label_dicts: Iterable[dict], keep: tuple) -> tuple:
-    """(index, blocks): for each series its group number, and each group's
-    encoded label block (labels in *keep* that the series has)."""
+    """(index, blocks): for each series its group number (an ``array("I")``,
+    as :func:`~ipvs_fast.formats.exposition.group_sums` takes it), and each
+    group's encoded label block (labels in *keep* that the series has)."""
     groups: dict = {}
-    index = []
+    index = array("I")
     blocks = []
     for d in label_dicts:
         key = tuple(d.get(k) for k in keep)
@@ -312,10 +314,3 @@ def group_index(label_dicts: Iterable[dict], keep: tuple) -> tuple:
                                        if v is not None}).encode())
         index.append(g)
     return index, blocks
-
-
-def sum_groups(index: list, ngroups: int, col: list) -> list:
-    out = [0] * ngroups
-    for g, v in zip(index, col):
-        out[g] += v
-    return out

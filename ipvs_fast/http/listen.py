@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from typing import Optional
 
@@ -89,3 +90,56 @@ def bind_listen_socket(host: str, port: int) -> socket.socket:
 def url_host(sockaddr) -> str:
     host = sockaddr[0]
     return f"[{host}]" if ":" in host else host
+
+
+def listen_sockets(addresses) -> list:
+    """Listening-ready sockets for *addresses*: one ``HOST:PORT``, a list
+    of them, or sockets (passed through). All or none: on an error the
+    ones bound already are closed. Raises OSError or ValueError."""
+    if isinstance(addresses, (str, socket.socket)):
+        addresses = [addresses]
+    out: list = []
+    try:
+        for a in addresses:
+            if isinstance(a, socket.socket):
+                out.append(a)
+            else:
+                out.append(bind_listen_socket(*parse_listen_address(a)))
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
+    return out
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets() -> list:
+    """The listening sockets systemd passed (socket activation:
+    ``LISTEN_PID``/``LISTEN_FDS``, descriptors from 3 on), as Go's
+    coreos/go-systemd activation.Listeners() takes them: the variables are
+    unset afterwards. Raises ValueError when there are none or one is not a
+    listening stream socket."""
+    pid, fds = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if not pid.isdigit() or int(pid) != os.getpid():
+        raise ValueError("no socket activation file descriptors found "
+                         "(LISTEN_PID is not this process)")
+    if not fds.isdigit() or int(fds) < 1:
+        raise ValueError("no socket activation file descriptors found (LISTEN_FDS)")
+    out = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(fds)):
+        try:
+            s = socket.socket(fileno=fd)
+        except OSError as e:
+            raise ValueError(f"socket activation fd {fd}: {e.strerror}") from None
+        if s.type != socket.SOCK_STREAM or not s.getsockopt(socket.SOL_SOCKET,
+                                                            socket.SO_ACCEPTCONN):
+            s.detach()
+            raise ValueError(f"socket activation fd {fd} is not a listening TCP socket")
+        os.set_inheritable(fd, False)
+        s.setblocking(False)
+        out.append(s)
+    return out

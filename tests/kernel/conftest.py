@@ -119,7 +119,7 @@ class Exporter:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout: float = 120) -> "Exporter":
+    def wait_ready(self, timeout: float = 300) -> "Exporter":
         deadline = time.monotonic() + timeout
         while True:
             try:

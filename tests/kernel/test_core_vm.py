@@ -119,7 +119,8 @@ def ingress_samples(text: str) -> dict:
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if s.name.startswith("ipvs_") and s.name not in ("ipvs_up", "ipvs_scrape_duration_seconds") \
+            if s.name.startswith("ipvs_") and s.name not in (
+                    "ipvs_up", "ipvs_scrape_duration_seconds", "ipvs_scrape_errors_total") \
                     and not s.name.startswith("ipvs_exporter"):
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
