@@ -21,8 +21,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -34,6 +36,12 @@
 #endif
 #ifndef CLONE_NEWNET
 #define CLONE_NEWNET 0x40000000
+#endif
+#ifndef NSFS_MAGIC
+#define NSFS_MAGIC 0x6e736673
+#endif
+#ifndef NS_GET_NSTYPE
+#define NS_GET_NSTYPE _IO(0xb7, 0x3)    /* Linux 4.11 */
 #endif
 
 _Static_assert(sizeof(struct ipvs_svc_rec) == 176, "ipvs_svc_rec layout");
@@ -125,6 +133,20 @@ static void copy_str(char *dst, size_t dstlen, const uint8_t *p, size_t plen)
     memcpy(dst, p, n);
 }
 
+/*
+ * Bytes from one netlink message or attribute (length n, already checked to
+ * be <= left) to the next: n rounded up to 4, or all that is left when the
+ * padding would run past the end. In size_t throughout: NLMSG_ALIGN's mask is
+ * 32 bits wide, so NLMSG_ALIGN((size_t)0xFFFFFFFD) is 0 and a walk using it
+ * would never advance.
+ */
+static size_t advance4(size_t n, size_t left)
+{
+    size_t pad = (4 - (n & 3)) & 3;
+
+    return pad > left - n ? left : n + pad;
+}
+
 /* ------------------------------------------------------------------------ */
 /* attribute iterator                                                       */
 
@@ -162,14 +184,9 @@ static int attr_next(struct attr_iter *it, struct attr *a)
     a->type = nla_type & NLA_TYPE_MASK;
     a->data = it->p + NLA_HDRLEN;
     a->len = (size_t)nla_len - NLA_HDRLEN;
-    adv = NLA_ALIGN((size_t)nla_len);
-    if (adv >= it->left) {
-        it->p += it->left;
-        it->left = 0;
-    } else {
-        it->p += adv;
-        it->left -= adv;
-    }
+    adv = advance4(nla_len, it->left);
+    it->p += adv;
+    it->left -= adv;
     return 1;
 }
 
@@ -540,14 +557,9 @@ static int parse_msgs(struct parse_ctx *c, const uint8_t *buf, size_t len)
         }
         payload = buf + NLMSG_HDRLEN;
         plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-        adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-        if (adv >= len) {
-            buf += len;
-            len = 0;
-        } else {
-            buf += adv;
-            len -= adv;
-        }
+        adv = advance4(nlh.nlmsg_len, len);
+        buf += adv;
+        len -= adv;
 
         if (c->check_seq && (nlh.nlmsg_seq != c->seq || nlh.nlmsg_pid != c->portid))
             continue;       /* stale or foreign message */
@@ -892,13 +904,9 @@ static int resolve_family(ipvs_handle *h, char *errbuf, size_t errlen)
             }
             payload = buf + NLMSG_HDRLEN;
             plen = nlh.nlmsg_len - NLMSG_HDRLEN;
-            adv = NLMSG_ALIGN((size_t)nlh.nlmsg_len);
-            if (adv >= len) {
-                len = 0;
-            } else {
-                buf += adv;
-                len -= adv;
-            }
+            adv = advance4(nlh.nlmsg_len, len);
+            buf += adv;
+            len -= adv;
             if (nlh.nlmsg_seq != seq || nlh.nlmsg_pid != h->portid)
                 continue;
             if (nlh.nlmsg_type == NLMSG_ERROR) {
@@ -954,6 +962,84 @@ static const char *thread_proc(char *out, size_t outlen, const char *suffix)
     return out;
 }
 
+static const char *file_kind(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFDIR: return "a directory";
+    case S_IFSOCK: return "a socket";
+    case S_IFREG: return "a regular file";
+    default: return "not a namespace file";
+    }
+}
+
+static const char *ns_type_name(int type)
+{
+    switch (type) {
+    case 0x00020000: return "a mount namespace";
+    case 0x02000000: return "a cgroup namespace";
+    case 0x04000000: return "a UTS namespace";
+    case 0x08000000: return "an IPC namespace";
+    case 0x10000000: return "a user namespace";
+    case 0x20000000: return "a PID namespace";
+    case 0x00000080: return "a time namespace";
+    default: return "another kind of namespace";
+    }
+}
+
+/*
+ * Open ns_path for setns() without ever blocking and without opening anything
+ * but a namespace: an O_PATH descriptor first (which opens no FIFO or
+ * device), checked to be on nsfs, then the same inode reopened through
+ * /proc/self/fd (setns needs a real descriptor) and, where the kernel can
+ * say, checked to be a network namespace. Returns the fd or -errno.
+ */
+static int open_netns(const char *ns_path, char *errbuf, size_t errlen)
+{
+    char path[64];
+    struct statfs sfs;
+    struct stat st;
+    int pfd, fd, type, e;
+
+    pfd = open(ns_path, O_PATH | O_CLOEXEC);
+    if (pfd < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(e));
+        return -e;
+    }
+    if (fstatfs(pfd, &sfs) < 0 || fstat(pfd, &st) < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(e));
+        close(pfd);
+        return -e;
+    }
+    if ((unsigned long)sfs.f_type != NSFS_MAGIC) {
+        seterr(errbuf, errlen, "namespace path %s: not a network namespace (%s)", ns_path,
+               file_kind(st.st_mode));
+        close(pfd);
+        return -EINVAL;
+    }
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        e = errno;
+        seterr(errbuf, errlen, "namespace path %s: reopen: %s", ns_path, strerror(e));
+        close(pfd);
+        return -e;
+    }
+    close(pfd);
+    type = ioctl(fd, NS_GET_NSTYPE);
+    if (type >= 0 && type != CLONE_NEWNET) {
+        seterr(errbuf, errlen, "namespace path %s: not a network namespace (%s)", ns_path,
+               ns_type_name(type));
+        close(fd);
+        return -EINVAL;
+    }
+    return fd;  /* type < 0: kernel < 4.11, setns() will say EINVAL */
+}
+
 static const char *setns_hint(int e)
 {
     if (e == EPERM)
@@ -1003,12 +1089,11 @@ ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err, char *errb
     if (use_path) {
         struct stat st_t, st_s;
 
-        h->ns_fd = open(ns_path, O_RDONLY | O_CLOEXEC);
-        if (h->ns_fd < 0) {
-            rc = -errno;
-            seterr(errbuf, errlen, "namespace path %s: %s", ns_path, strerror(-rc));
+        rc = open_netns(ns_path, errbuf, errlen);
+        if (rc < 0)
             goto out;
-        }
+        h->ns_fd = rc;
+        rc = 0;
         /* Already there (e.g. the path names our own namespace)? Then no
          * setns, which also spares the CAP_SYS_ADMIN requirement. */
         if (fstat(h->ns_fd, &st_t) == 0 && fstat(saved, &st_s) == 0 &&

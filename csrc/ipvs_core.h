@@ -116,6 +116,10 @@ typedef struct ipvs_handle ipvs_handle;
  * the generic netlink socket (SO_RCVBUF raised, SO_RCVTIMEO = timeout_ms),
  * resolve the "IPVS" family, open /proc/thread-self/net/ip_vs_stats, setns
  * back. The thread's namespace is restored on every path.
+ * ns_path is checked before anything else, without blocking: it must be an
+ * nsfs file of a network namespace; anything else (a FIFO, a device, a
+ * regular file, a directory, another kind of namespace) is -EINVAL with
+ * "not a network namespace (...)".
  * On failure returns NULL and stores -errno in *err.
  */
 ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err,

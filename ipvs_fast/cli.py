@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Optional
 
 from . import __version__
@@ -63,7 +64,19 @@ def _telemetry_path(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} must start with '/'")
     if any(c in value for c in "?# \t\r\n"):
         raise argparse.ArgumentTypeError(f"{value!r} must be a plain URL path")
+    if value in ("/", "/healthz"):
+        raise argparse.ArgumentTypeError(f"{value!r} is taken (landing page, health check)")
     return value
+
+
+def _max_requests(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
+    return n
 
 
 def _seconds(allow_zero: bool):
@@ -136,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="namespaces must be collected within the scrape timeout minus this "
                         "(never less than half the timeout); a namespace that is not gets "
                         "ipvs_up 0 (default: %(default)s)")
+    p.add_argument("--web.max-requests", dest="web_max_requests", metavar="N",
+                   type=_max_requests, default=40,
+                   help="maximum number of scrapes served at once; more get 503 at once; "
+                        "0 = no limit (default: %(default)s)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info",
                    help="(default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -389,7 +406,7 @@ def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
-    from . import backends
+    from . import backends, privileges
     from .collection.namespaces import TargetSet, namespace_targets
     from .exporter import Exporter
     from .formats.ingress import default_build_info
@@ -424,7 +441,8 @@ def main(argv: Optional[list] = None) -> int:
                            web_security=security,
                            request_timeout=max(60.0, 4 * args.timeout, 2 * args.scrape_timeout),
                            scrape_timeout=args.scrape_timeout,
-                           scrape_timeout_margin=args.scrape_timeout_margin)
+                           scrape_timeout_margin=args.scrape_timeout_margin,
+                           max_requests=args.web_max_requests)
     log.info("ipvs_fast %s starting: namespace=%s format=%s backend=%s timeout=%gs "
              "scrape-timeout=%gs-%gs gzip=%s docker=%s", __version__,
              ",".join(map(repr, args.namespace_path)), args.format, backend, args.timeout,
@@ -432,7 +450,9 @@ def main(argv: Optional[list] = None) -> int:
              args.docker_host or "off")
     rc = 0
     try:
-        run(server, listen)
+        # bound (a privileged port needs no capability kept), not yet serving
+        run(server, listen,
+            on_started=lambda _: privileges.drop_to(privileges.needed(args.namespace_path)))
     except OSError as e:
         if server.addresses:       # failed while serving, not while binding
             log.exception("server failed: %s", e)
@@ -445,7 +465,8 @@ def main(argv: Optional[list] = None) -> int:
         # bounded: a target busy in a stuck kernel call must not block exit
         closer = threading.Thread(target=exporter.close, name="close-targets", daemon=True)
         closer.start()
-        closer.join(timeout=2.0)
+        closer.join(timeout=2.0 if server.exit_by is None
+                    else max(0.1, server.exit_by - time.monotonic()))
     log.info("stopped")
     logging.shutdown()
     # A collection thread stuck in a kernel call must not keep us alive.

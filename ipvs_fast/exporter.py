@@ -78,8 +78,10 @@ class Exporter:
         now (namespaces get *deadline* seconds), the text is made as the
         body is iterated."""
         flavour = FLAVOURS[content_type]
+        # outside the lock: concurrent scrapes each wait under their own
+        # deadline (the TargetSet shares running namespace collections)
+        results = self.targets.collect(deadline)
         with self._lock:
-            results = self.targets.collect(deadline)
             if self.service_filter is not None:
                 results = self.service_filter.apply_results(results)
             self._shared.update(results, self.swarm.labels(results)

@@ -23,3 +23,20 @@ def pytest_runtest_makereport(item, call):
     if IN_VM and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"skipped inside the VM, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def prometheus():
+    """start(config, files=None, args=()) -> a running tests.prometheus.Prometheus;
+    all are stopped (and their directories removed) after the test."""
+    from .prometheus import Prometheus
+    started = []
+
+    def start(config, files=None, args=()):
+        p = Prometheus(config, files, args)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

@@ -6,7 +6,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${IPVS_FAST_VENV:-$ROOT/.venv}
 APT_PKGS="qemu-system-x86 linux-image-amd64 ipvsadm iptables iproute2 busybox-static libcap2-bin
-          util-linux prometheus prometheus-node-exporter gcc libc6-dev curl systemd docker.io"
+          util-linux prometheus prometheus-node-exporter gcc libc6-dev curl systemd docker.io
+          clang libclang-rt-14-dev debootstrap apparmor"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"

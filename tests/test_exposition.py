@@ -215,3 +215,25 @@ def test_planned_length_is_exact_on_every_path(formatter, conv):
     out = b"".join(body)
     assert len(body) == len(out)
     assert out == render_exposition(fams, "extra_metric 1")
+
+
+def test_body_keeps_the_records_it_reads_alive():
+    """A planned Body is iterated after the collection's results are gone
+    (and, with concurrent scrapes, after newer snapshots replaced them): the
+    C formatter's value pointer must keep its records alive. (It used not
+    to: the memory was reused and the written length disagreed with the plan.)"""
+    import gc
+
+    from ipvs_fast.collection.target import CollectResult
+    from ipvs_fast.formats.ingress import IngressRenderer
+    from tests.test_server import make_snapshot
+    r = IngressRenderer()
+    for i in range(50):
+        res = [CollectResult("ns", True, 0.1, make_snapshot(50, 100, conns=10**12 + i))]
+        body = r.render_pieces(res)
+        expected = r.render(res)
+        del res
+        gc.collect()
+        junk = [bytes([255]) * 4096 for _ in range(500)]      # reuse the freed memory
+        assert b"".join(body) == expected
+        del junk

@@ -204,29 +204,38 @@ def test_deadline_from_header():
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "0.4"})
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "soon"})
         s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": "-1"})
-    assert seen == [9.5, 2.5, 0.2, 9.5, 9.5]
+        # absurd values: ignored, or clamped to the per-request time limit (60 s)
+        for v in ("nan", "inf", "-inf", "0", "-0", "1e-400", "1" * 100):
+            assert s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": v})[0] == 200
+        for v in ("1e9", "1e20", "1e300", "1e309"):
+            assert s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": v})[0] == 200
+    assert seen == [9.5, 2.5, 0.2, 9.5, 9.5] + [9.5] * 7 + [59.5, 59.5, 59.5, 9.5]
 
 
-def test_single_flight_first_deadline_wins():
+def test_single_flight_joins_only_a_suitable_deadline():
+    """A request joins a collection in flight only if it ends no later than
+    the request's own deadline and not much earlier; otherwise it starts
+    its own."""
     seen = []
 
     def collect(deadline):
         seen.append(deadline)
-        time.sleep(0.5)
+        time.sleep(0.6)
         return b"x 1\n"
     with ServerThread(collect, scrape_timeout=10.0, scrape_timeout_margin=0.5) as s:
         out = []
-        t1 = threading.Thread(target=lambda: out.append(s.request(
-            headers={"X-Prometheus-Scrape-Timeout-Seconds": "4"})))
-        t1.start()
+
+        def scrape(timeout):
+            out.append(s.request(headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout}))
+        threads = [threading.Thread(target=scrape, args=(t,)) for t in ("4", "4", "2", "8")]
+        threads[0].start()
         time.sleep(0.15)
-        t2 = threading.Thread(target=lambda: out.append(s.request(
-            headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"})))
-        t2.start()
-        t1.join(10)
-        t2.join(10)
-        assert [r[0] for r in out] == [200, 200]
-        assert seen == [3.5] and s.server.collections == 1
+        for t in threads[1:]:            # 4: joins (ends 0.15 s later, within 0.35 s);
+            t.start()                    # 2: would wait past its deadline; 8: too short for it
+        for t in threads:
+            t.join(10)
+        assert [r[0] for r in out] == [200] * 4
+        assert sorted(seen) == [1.5, 3.5, 7.5] and s.server.collections == 3
 
 
 def test_exporter_over_http_slow_namespace(tmp_path):

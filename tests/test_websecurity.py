@@ -697,3 +697,28 @@ def _free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def test_sighup_rereads_the_web_config(tmp_path):
+    """SIGHUP applies a changed --web.config.file now (the periodic check
+    would too, later) and says so in the log; the process keeps serving."""
+    import signal
+
+    from tests.test_cli import Exporter as ExporterProcess
+    path = tmp_path / "web.yml"
+    write(path, f"basic_auth_users:\n  alice: {hashpw('one')}\n")
+    e = ExporterProcess("--namespace-path", "", "--web.config.file", str(path))
+    try:
+        assert e.get("/healthz")[0] == 200
+        assert e.get("/metrics")[0] == 401
+        e.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert e.proc.poll() is None
+        assert e.get("/healthz")[0] == 200
+        rc, _, err = e.stop()
+    finally:
+        if e.proc.poll() is None:
+            e.proc.kill()
+    assert rc == 0, err
+    assert "SIGHUP: re-reading the web configuration" in err
+    assert "ignored" not in err

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -342,15 +344,83 @@ def _open_sysctls() -> list:
 _libc = None
 
 
-def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+def _load_libc():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-        _libc.setns.restype = ctypes.c_int
-    if _libc.setns(fd, nstype) != 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.setns.restype = ctypes.c_int
+        libc.fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        libc.fstatfs.restype = ctypes.c_int
+        _libc = libc
+    return _libc
+
+
+def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    if _load_libc().setns(fd, nstype) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+NSFS_MAGIC = 0x6e736673
+NS_GET_NSTYPE = 0xB703          # _IO(0xb7, 0x3), Linux 4.11
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+_NS_TYPES = {0x00020000: "a mount namespace", 0x02000000: "a cgroup namespace",
+             0x04000000: "a UTS namespace", 0x08000000: "an IPC namespace",
+             0x10000000: "a user namespace", 0x20000000: "a PID namespace",
+             0x00000080: "a time namespace"}
+
+
+def _fs_type(fd: int) -> int:
+    """statfs.f_type of an open file (os.fstatvfs does not report it)."""
+    libc = _load_libc()
+    buf = ctypes.create_string_buffer(256)      # struct statfs is 120 bytes
+    if libc.fstatfs(fd, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ctypes.c_ulong.from_buffer(buf).value
+
+
+def _open_netns(ns_path: str) -> int:
+    """Open *ns_path* for setns() without ever blocking and without opening
+    anything but a namespace (as ipvs_core.c's open_netns): an O_PATH fd
+    first (no FIFO or device is opened), checked to be on nsfs, then the same
+    inode reopened through /proc/self/fd and, where the kernel can say,
+    checked to be a network namespace."""
+    def fail(e: OSError, what: str = "") -> IPVSError:
+        return IPVSError(e.errno, f"namespace path {ns_path}: {what}{os.strerror(e.errno)}")
+
+    try:
+        pfd = os.open(ns_path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise fail(e) from None
+    try:
+        try:
+            fs_type = _fs_type(pfd)
+            mode = os.fstat(pfd).st_mode
+        except OSError as e:
+            raise fail(e) from None
+        if fs_type != NSFS_MAGIC:
+            kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a namespace file")
+            raise IPVSError(errno.EINVAL, f"namespace path {ns_path}: not a network "
+                            f"namespace ({kind})")
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise fail(e, "reopen: ") from None
+    finally:
+        os.close(pfd)
+    try:
+        ns_type = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return fd               # kernel < 4.11: setns() will say EINVAL
+    if ns_type != CLONE_NEWNET:
+        os.close(fd)
+        raise IPVSError(errno.EINVAL, f"namespace path {ns_path}: not a network namespace "
+                        f"({_NS_TYPES.get(ns_type, 'another kind of namespace')})")
+    return fd
 
 
 def _svc_request_attrs(rec: tuple) -> bytes:
@@ -402,11 +472,7 @@ class PythonBackend:
         ok = False
         try:
             if ns_path:
-                try:
-                    self._ns_fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as e:
-                    raise IPVSError(e.errno, f"namespace path {ns_path}: "
-                                    f"{os.strerror(e.errno)}") from None
+                self._ns_fd = _open_netns(ns_path)
                 saved = os.open("/proc/thread-self/ns/net",
                                 os.O_RDONLY | os.O_CLOEXEC)
                 try:

@@ -16,13 +16,17 @@ has its target closed (its sockets would pin the namespace), after its
 collection finishes if one is still running.
 
 Collection: every namespace in a thread pool (the C core releases the GIL),
-under one deadline for the scrape. A namespace not finished by the deadline
-is reported ``up=0`` with the time waited as its duration and an error; its
-collection keeps running in the background (its result is dropped) and is
-not started again while it runs: later scrapes report that namespace
-``up=0`` ("previous collection still running") with the age of the running
-collection as duration, until it returns. Collections queued behind busy
-workers and not started by the deadline are cancelled.
+under one deadline for the scrape. A namespace has at most one collection
+running: a scrape finding one running (started by a concurrent scrape, or
+left over from an earlier one) waits for it, under its own deadline, and
+takes its result. A namespace not finished by the deadline is reported
+``up=0`` with the time waited as its duration and an error; its collection
+keeps running in the background, so later scrapes wait for it in turn (and
+report ``up=0``, "previous collection still running", with the age of the
+running collection as duration, if it is still not done by their
+deadline). Collections queued behind busy workers and not started by the
+deadline of every scrape waiting for them are cancelled. Several scrapes
+may collect at once (each with its own deadline): none shortens another's.
 
 Every scrape in which a namespace is reported ``up=0`` (its collection failed,
 missed the deadline, was not started, or an earlier one is still running)
@@ -49,6 +53,10 @@ _GLOB_CHARS = frozenset("*?[")
 
 #: Collections running at the same time (namespaces are collected in a pool).
 DEFAULT_WORKERS = 16
+
+#: A namespace's deadline warnings are logged at most once per this many
+#: seconds (a client choosing a tiny scrape timeout must not flood the log).
+LATE_LOG_INTERVAL = 60.0
 
 
 def is_glob(pattern: str) -> bool:
@@ -84,13 +92,15 @@ def namespace_targets(open_backend: Callable[[str, float], object],
 
 
 class _Slot:
-    __slots__ = ("target", "future", "started", "late", "errors")
+    __slots__ = ("target", "future", "started", "waiters", "late", "late_logged", "errors")
 
     def __init__(self, target):
         self.target = target
         self.future: Optional[Future] = None
         self.started = 0.0
-        self.late = False           # the last scrape missed its deadline (log once)
+        self.waiters = 0            # scrapes waiting for future
+        self.late = False           # a deadline was missed and logged; log recovery once
+        self.late_logged = float("-inf")
         self.errors = 0             # scrapes that got no good collection of it
 
 
@@ -129,12 +139,12 @@ class TargetSet:
         """Expand the patterns; create/close targets; the current slots, in order."""
         empty: list = []
         paths = expand(self.patterns, empty)
-        for p in empty:
-            if p not in self._glob_empty_logged:
-                log.info("namespace pattern %r matches nothing (yet)", p)
-        self._glob_empty_logged = set(empty)
         slots = []
         with self._lock:
+            for p in empty:
+                if p not in self._glob_empty_logged:
+                    log.info("namespace pattern %r matches nothing (yet)", p)
+            self._glob_empty_logged = set(empty)
             current = set(paths)
             for path in [x for x in self._slots if x not in current]:
                 self._retire(self._slots.pop(path))
@@ -158,27 +168,35 @@ class TargetSet:
     # -- collection ------------------------------------------------------------
     def collect(self, deadline: Optional[float] = None) -> list:
         """One CollectResult per current namespace (expansion order).
-        *deadline*: seconds from now; None = wait for every namespace."""
+        *deadline*: seconds from now; None = wait for every namespace.
+        Thread-safe: concurrent calls share running collections."""
         t0 = self._clock()
         slots = self._refresh()
-        pending: dict = {}
-        results: dict = {}
-        busy: dict = {}
-        for path, slot in slots:
-            fut = slot.future
-            if fut is not None and not fut.done():
-                busy[path] = slot.started
-                continue
-            slot.started = self._clock()
-            slot.future = fut = self._pool.submit(slot.target.collect)
-            pending[path] = fut
-        if pending:
-            timeout = None if deadline is None else max(0.0, deadline - (self._clock() - t0))
-            _wait(list(pending.values()), timeout=timeout)
+        waits: dict = {}                # path -> (slot, future, started, started by us)
+        with self._lock:
+            for path, slot in slots:
+                fut = slot.future
+                ours = fut is None or fut.done()
+                if ours:
+                    slot.started = self._clock()
+                    slot.future = fut = self._pool.submit(slot.target.collect)
+                slot.waiters += 1
+                waits[path] = (slot, fut, slot.started, ours)
+        try:
+            if waits:
+                timeout = None if deadline is None else max(0.0, deadline - (self._clock() - t0))
+                _wait([w[1] for w in waits.values()], timeout=timeout)
+        finally:
+            with self._lock:
+                cancelled = set()
+                for path, (slot, fut, _, _) in waits.items():
+                    slot.waiters -= 1
+                    # not started, and no other scrape waits for it
+                    if slot.waiters == 0 and fut.cancel():
+                        cancelled.add(path)
         now = self._clock()
-        slot_of = dict(slots)
-        for path, fut in pending.items():
-            slot = slot_of[path]
+        results: dict = {}
+        for path, (slot, fut, started, ours) in waits.items():
             if fut.done() and not fut.cancelled():
                 try:
                     results[path] = fut.result()
@@ -188,25 +206,28 @@ class TargetSet:
                     log.info("namespace %r: collected within the deadline again", path)
                     slot.late = False
                 continue
-            if fut.cancel():
+            if path in cancelled or fut.cancelled():
                 err = "not started before the scrape deadline (all workers busy)"
-            else:
+            elif ours:
                 err = ("scrape deadline exceeded (%.3gs); the collection continues in "
                        "the background" % (deadline or 0))
-            if not slot.late:
+            else:
+                results[path] = CollectResult(path, False, now - started,
+                                              error="previous collection still running")
+                log.debug("namespace %r: previous collection still running (%.1fs)",
+                          path, now - started)
+                continue
+            if now - slot.late_logged >= LATE_LOG_INTERVAL:
                 log.warning("namespace %r: %s, ipvs_up=0", path, err)
+                slot.late_logged = now
                 slot.late = True
             results[path] = CollectResult(path, False, now - t0, error=err)
-        for path, started in busy.items():
-            results[path] = CollectResult(path, False, now - started,
-                                          error="previous collection still running")
-            log.debug("namespace %r: previous collection still running (%.1fs)",
-                      path, now - started)
         out = [results[path] for path, _ in slots]
-        for (path, slot), r in zip(slots, out):
-            if not r.up:
-                slot.errors += 1
-            r.scrape_errors = slot.errors
+        with self._lock:
+            for (path, slot), r in zip(slots, out):
+                if not r.up:
+                    slot.errors += 1
+                r.scrape_errors = slot.errors
         return out
 
     def close(self) -> None:

@@ -52,6 +52,19 @@ def _split(line: str) -> list[str]:
         return line.split()
 
 
+def mangle_rules(text: str):
+    """The ``-A`` rules of the mangle table in ``iptables-save`` output, each
+    as its tokens (a bare rule list, without a ``*table`` header, is taken as
+    mangle)."""
+    table = "mangle"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table == "mangle" and line.startswith("-A "):
+            yield _split(line)
+
+
 def parse_iptables_save(text: str) -> dict[int, str]:
     """Map fwmark -> published port from ``iptables-save [-t mangle]`` output.
 
@@ -61,17 +74,7 @@ def parse_iptables_save(text: str) -> dict[int, str]:
     hex) count. When several rules set the same mark, the last one wins.
     """
     marks: dict[int, str] = {}
-    table = "mangle"  # bare rule lists (no "*table" header) are taken as mangle
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        if table != "mangle" or not line.startswith("-A "):
-            continue
-        toks = _split(line)
+    for toks in mangle_rules(text):
         if len(toks) < 2 or toks[1] != "PREROUTING":
             continue
         port = None

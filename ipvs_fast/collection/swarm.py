@@ -27,7 +27,7 @@ import threading
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from .portmap import IPTABLES_SAVE_CANDIDATES, _command, _parse_mark, _run, _split
+from .portmap import IPTABLES_SAVE_CANDIDATES, _command, _parse_mark, _run, mangle_rules
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,7 @@ def parse_vip_marks(text: str) -> dict:
     (any chain; Docker uses PREROUTING in load-balancer namespaces, OUTPUT in
     containers) matching one destination address and jumping to MARK."""
     marks: dict = {}
-    table = "mangle"
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        if table != "mangle" or not line.startswith("-A "):
-            continue
-        toks = _split(line)
+    for toks in mangle_rules(text):
         dest = mark = None
         is_mark = False
         for i, tok in enumerate(toks[:-1]):

@@ -497,32 +497,6 @@ class IPVSRenderer(FamilyRenderer):
         return st
 
 
-# A destination's own labels in ipvs_destination_info, in name order (each
-# sorts the same way among any service's labels, see _dest_info_template)
-_DEST_INFO_SLOTS = ("destination_address", "destination_port", "forwarding_method",
-                    "tunnel_flags", "tunnel_port", "tunnel_type")
-
-
-def _dest_info_template(svc_labels: dict) -> str:
-    """label_block of a destination's info labels with the service's
-    labels filled in and ``%s`` for each of _DEST_INFO_SLOTS (values that
-    are made here and never need escaping)."""
-    names = sorted(list(svc_labels) + list(_DEST_INFO_SLOTS))
-    return "{" + ",".join(
-        '%s="%s"' % (n, "%s" if n in _DEST_INFO_SLOTS
-                     else escape_label_value(svc_labels[n]).replace("%", "%%"))
-        for n in names) + "} "
-
-
-def _dest_info_values(d: tuple) -> tuple:
-    """dest_info_labels(d) values in _DEST_INFO_SLOTS order (after the address and port)."""
-    fwd = d[4] & _FWD_MASK
-    if fwd == 2:
-        return (FWD_NAMES[2], _flag_list(d[12], TUN_FLAG_NAMES), str(d[11]),
-                TUN_TYPES.get(d[13], str(d[13])))
-    return FWD_NAMES.get(fwd, str(fwd)), "", "", ""
-
-
 def _settings_runs(runs: dict, sysctl_runs: dict, ns: str, nsb: bytes, snap) -> None:
     """The namespace's settings and sysctl samples (a handful: built per render)."""
     for spec, labels, value in settings_samples(snap):
@@ -555,6 +529,32 @@ def zero_weight_counts(sb, nsvc: int, db, nd: int) -> list:
         a, b = _range(nd, first, n)
         out.append(zero[b] - zero[a])
     return out
+
+
+# A destination's own labels in ipvs_destination_info, in name order (each
+# sorts the same way among any service's labels, see _dest_info_template)
+_DEST_INFO_SLOTS = ("destination_address", "destination_port", "forwarding_method",
+                    "tunnel_flags", "tunnel_port", "tunnel_type")
+
+
+def _dest_info_template(svc_labels: dict) -> str:
+    """label_block of a destination's info labels with the service's
+    labels filled in and ``%s`` for each of _DEST_INFO_SLOTS (values that
+    are made here and never need escaping)."""
+    names = sorted(list(svc_labels) + list(_DEST_INFO_SLOTS))
+    return "{" + ",".join(
+        '%s="%s"' % (n, "%s" if n in _DEST_INFO_SLOTS
+                     else escape_label_value(svc_labels[n]).replace("%", "%%"))
+        for n in names) + "} "
+
+
+def _dest_info_values(d: tuple) -> tuple:
+    """dest_info_labels(d) values in _DEST_INFO_SLOTS order (after the address and port)."""
+    fwd = d[4] & _FWD_MASK
+    if fwd == 2:
+        return (FWD_NAMES[2], _flag_list(d[12], TUN_FLAG_NAMES), str(d[11]),
+                TUN_TYPES.get(d[13], str(d[13])))
+    return FWD_NAMES.get(fwd, str(fwd)), "", "", ""
 
 
 def _groups(ns: str, sb, nsvc: int, db, nd: int, keep: tuple) -> tuple:

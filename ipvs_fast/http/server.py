@@ -12,11 +12,13 @@
   :class:`ipvs_fast.http.payload.Payload`. Concurrent scrapes share one
   in-flight collection (single-flight); a request arriving after it
   finished starts a new one. Collection gets a deadline from the
-  ``X-Prometheus-Scrape-Timeout-Seconds`` header (see MetricsServer); the
-  request that starts a collection sets its deadline.
+  ``X-Prometheus-Scrape-Timeout-Seconds`` header (see MetricsServer); a
+  request joins only a collection whose deadline suits its own.
 * Explicit limits: keep-alive / idle-connection timeout (also bounds how long
   a client may take to send its request head), header size limits, a
-  per-request handling timeout, and a shutdown timeout.
+  per-request handling timeout, concurrent scrapes (``max_requests``), and a
+  shutdown timeout. Malformed requests, odd HTTP versions, the Server
+  header and connection resets: :mod:`ipvs_fast.http.protocol`.
 """
 from __future__ import annotations
 
@@ -24,14 +26,17 @@ import asyncio
 import html
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from aiohttp import web
 
+from .limits import RequestLimit, may_share, scrape_timeout
 from .listen import listen_sockets, url_host
 from .negotiate import negotiate
 from .payload import Payload
+from .protocol import Server, fixed_response, reset, unsupported_version
 from .sites import ListenSite
 
 log = logging.getLogger(__name__)
@@ -83,13 +88,18 @@ class MetricsServer:
     iterable of bytes pieces, made as the response is written).
 
     Deadline: ``X-Prometheus-Scrape-Timeout-Seconds`` (which Prometheus
-    sends with every scrape) or, when absent or not a positive number,
-    *scrape_timeout*; minus *scrape_timeout_margin* (time left for
-    rendering, compression and transfer), but never less than half the
-    timeout. Single-flight: a collection already in flight is shared by every
-    request for the same content type arriving while it runs, and it runs
-    under the deadline of the request that started it (the first); later
-    requests do not shorten or extend it.
+    sends with every scrape; at most *request_timeout*) or, when absent or
+    not a finite positive number, *scrape_timeout*; minus
+    *scrape_timeout_margin* (time left for rendering, compression and
+    transfer), but never less than half the timeout. Single-flight: a
+    collection in flight is shared by a request for the same content type
+    arriving while it runs if its deadline ends no later than the request's
+    own and not much earlier (:func:`ipvs_fast.http.limits.may_share`);
+    otherwise the request starts its own (namespaces already being
+    collected are shared below, by the TargetSet). So no client's header
+    makes another's scrape fail or wait past its own deadline.
+
+    *max_requests* scrapes at once (0 = no limit); more get 503 at once.
 
     Responses are streamed (chunked on HTTP/1.1): see :class:`Payload`.
     *request_timeout* bounds a whole response, transfer included; a
@@ -103,9 +113,12 @@ class MetricsServer:
                  shutdown_timeout: float = 5.0, max_line_size: int = 8190,
                  max_field_size: int = 8190, max_headers: int = 100, workers: int = 4,
                  version: str = "", scrape_timeout: float = 10.0,
-                 scrape_timeout_margin: float = 0.5, web_security=None):
+                 scrape_timeout_margin: float = 0.5, web_security=None,
+                 max_requests: int = 40):
         if not telemetry_path.startswith("/"):
             raise ValueError("telemetry path must start with '/'")
+        if telemetry_path in ("/", "/healthz"):
+            raise ValueError("telemetry path %r is taken" % telemetry_path)
         self._source = source
         #: ipvs_fast.http.webconfig.WebSecurity (--web.config.file) or None
         self.web_security = web_security
@@ -121,10 +134,17 @@ class MetricsServer:
                                    max_headers=max_headers,
                                    access_log=None,
                                    handler_cancellation=True)
+        self._limit = RequestLimit(max_requests)
+        # Payload's render/compress jobs; collections wait for their
+        # namespaces in a pool of their own, one thread per scrape at most
         self._pool = ThreadPoolExecutor(max_workers=max(2, workers),
-                                        thread_name_prefix="ipvs-collect")
-        #: content type -> (collection future, Payload) in flight
-        self._inflight: dict = {}
+                                        thread_name_prefix="ipvs-render")
+        self._collectors = ThreadPoolExecutor(max_workers=max_requests or 64,
+                                              thread_name_prefix="ipvs-collect")
+        #: [(collection future, Payload, content type, ends at (loop time))] in flight
+        self._inflight: list = []
+        self._scrapes: dict = {}       # id -> request being answered on the telemetry path
+        self.exit_by: Optional[float] = None   # time.monotonic() shutdown must end by
         self._landing = LANDING.format(version=html.escape(version),
                                        path=html.escape(telemetry_path, quote=True)).encode()
         self._runner: Optional[web.ServerRunner] = None
@@ -135,36 +155,28 @@ class MetricsServer:
     # -- request handling ---------------------------------------------------
     def deadline_for(self, headers) -> float:
         """Seconds a collection started for a request with *headers* may take."""
-        t = self.scrape_timeout
         raw = headers.get(SCRAPE_TIMEOUT_HEADER) if headers is not None else None
-        if raw:
-            try:
-                v = float(raw)
-            except ValueError:
-                v = 0.0
-            if 0 < v < float("inf"):
-                t = v
+        t = scrape_timeout(raw, self.scrape_timeout, self.request_timeout)
         return max(t - self.scrape_timeout_margin, t / 2)
 
     def _join(self, deadline: float, gzip: bool, content_type: str):
-        """(collection future, payload, reader): the collection in flight
-        for *content_type*, or a new one. Synchronous, so the reader is
-        registered before the collection can finish."""
-        inflight = self._inflight.get(content_type)
-        if inflight is None or inflight[0].done():
-            loop = asyncio.get_running_loop()
-            self.collections += 1
-            self.last_deadline = deadline
-            payload = Payload(self._pool)
-            fut = loop.run_in_executor(self._pool, self._collect_payload, payload, deadline,
-                                       content_type)
-            inflight = self._inflight[content_type] = (fut, payload)
-
-            def _clear(f, self=self):
-                if self._inflight.get(content_type, (None,))[0] is f:
-                    del self._inflight[content_type]
-            fut.add_done_callback(_clear)
-        fut, payload = inflight
+        """(collection future, payload, reader): a collection in flight
+        for *content_type* that suits *deadline*, or a new one. Synchronous,
+        so the reader is registered before the collection can finish."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + deadline
+        for fut, payload, ctype, inflight_ends in self._inflight:
+            if (ctype == content_type and not fut.done()
+                    and may_share(inflight_ends, ends, deadline)):
+                return fut, payload, payload.join(gzip)
+        self.collections += 1
+        self.last_deadline = deadline
+        payload = Payload(self._pool)
+        fut = loop.run_in_executor(self._collectors, self._collect_payload, payload, deadline,
+                                   content_type)
+        entry = (fut, payload, content_type, ends)
+        self._inflight.append(entry)
+        fut.add_done_callback(lambda _f: self._inflight.remove(entry))
         return fut, payload, payload.join(gzip)
 
     def _collect_payload(self, payload: Payload, deadline: float, content_type: str) -> None:
@@ -207,20 +219,37 @@ class MetricsServer:
             payload.leave(reader)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not self._limit.acquire():
+            return fixed_response(503, headers={"Retry-After": "1"})
+        self._scrapes[id(request)] = request
+        try:
+            return await self._metrics_limited(request)
+        finally:
+            del self._scrapes[id(request)]
+            self._limit.release()
+
+    async def _metrics_limited(self, request: web.BaseRequest) -> web.StreamResponse:
         state: dict = {}
         try:
             return await asyncio.wait_for(self._metrics_response(request, state),
                                           self.request_timeout)
+        except asyncio.CancelledError:
+            # shutdown, or the client went away: a started body must not
+            # look complete (aiohttp would otherwise close cleanly)
+            if "resp" in state:
+                reset(request.transport)
+            raise
         except Exception as e:
             if "resp" in state:
                 # The status line is out: reset the connection, without the
                 # last chunk, so that the client sees a broken body, not a
                 # short one that parses. (aiohttp's closing write_eof then
                 # fails quietly on the closed transport.)
-                log.warning("scrape aborted mid-body: %r", e)
-                transport = request.transport
-                if transport is not None:
-                    transport.abort()
+                if isinstance(e, ConnectionError):      # the client hung up
+                    log.debug("scrape aborted mid-body: %r", e)
+                else:
+                    log.warning("scrape aborted mid-body: %r", e)
+                reset(request.transport)
                 return state["resp"]
             if isinstance(e, asyncio.TimeoutError):
                 log.warning("scrape timed out after %.1fs", self.request_timeout)
@@ -232,6 +261,10 @@ class MetricsServer:
         return self.web_security.headers if self.web_security is not None else {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if unsupported_version(request):
+            resp = fixed_response(505)
+            resp.force_close()
+            return resp
         if self.web_security is not None:
             refused = await self.web_security.admit(request, open_path=request.path == "/healthz")
             if refused is not None:
@@ -269,7 +302,7 @@ class MetricsServer:
         security = self.web_security
         ctx = security.config.ssl_context if security is not None else None
         try:
-            server = web.Server(self.handle, **self._server_kwargs)
+            server = Server(self.handle, **self._server_kwargs)
             self._runner = web.ServerRunner(server, handle_signals=False,
                                             shutdown_timeout=self.shutdown_timeout)
             await self._runner.setup()
@@ -291,13 +324,33 @@ class MetricsServer:
         return self.addresses
 
     async def stop(self) -> None:
+        """Stop serving, within *shutdown_timeout* from :attr:`exit_by`
+        (set when the stop signal came; now if unset): scrapes under way
+        may finish until shortly before it, then their connections are
+        reset (aiohttp alone would take up to twice the timeout and close
+        cut-off responses cleanly)."""
+        if self.exit_by is None:
+            self.exit_by = time.monotonic() + self.shutdown_timeout
+        reserve = min(1.0, self.shutdown_timeout / 4)   # for resets and closing
         if self.web_security is not None:
             await self.web_security.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.cleanup()
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            grace = self.exit_by - reserve - time.monotonic()
+            done, _ = await asyncio.wait({cleanup}, timeout=max(0.0, grace))
+            if not done:
+                cut = list(self._scrapes.values())
+                for request in cut:
+                    reset(request.transport)
+                log.info("shutdown: %d scrape(s) cut off with a connection reset", len(cut))
+                done, _ = await asyncio.wait({cleanup}, timeout=reserve / 2)
+                if not done:
+                    cleanup.cancel()
+                    log.warning("shutdown: connections still open after the shutdown timeout")
         # a collection stuck in the kernel must not block shutdown
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._collectors.shutdown(wait=False, cancel_futures=True)
 
 
 def new_event_loop_factory():
@@ -312,16 +365,32 @@ def new_event_loop_factory():
 
 def run(server: MetricsServer, listen_address: str,
         on_started: Optional[Callable[[list], None]] = None) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+    """Serve until SIGTERM/SIGINT, then shut down within the server's
+    shutdown_timeout. SIGHUP re-reads --web.config.file now (it is also
+    re-read when it changes); without one it is logged and ignored."""
 
     async def main():
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+
+        def stop_now():
+            if server.exit_by is None:
+                server.exit_by = time.monotonic() + server.shutdown_timeout
+            stop.set()
+
+        def reload():
+            if server.web_security is None:
+                log.info("SIGHUP: nothing to reload, ignored")
+                return
+            log.info("SIGHUP: re-reading the web configuration")
+            loop.create_task(server.web_security.reload())
+
+        for sig, action in ((signal.SIGTERM, stop_now), (signal.SIGINT, stop_now),
+                            (signal.SIGHUP, reload)):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, action)
             except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
-                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+                signal.signal(sig, lambda *_, a=action: loop.call_soon_threadsafe(a))
         await server.start(listen_address)
         if on_started is not None:
             on_started(server.addresses)

@@ -39,6 +39,8 @@ cat > "$OUT/inner.sh" <<INNER_EOF
 #!/bin/bash
 export PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export IPVS_FAST_IN_VM=1 PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hyp
+# where tests may leave results for the host (e.g. the dashboard preview data)
+export IPVS_FAST_VM_OUT=$OUT
 cd $ROOT
 $INNER > $OUT/log.txt 2>&1
 echo \$? > $OUT/rc

@@ -7,24 +7,16 @@ returns what ipvsadm reports for FWM 260, before and after new traffic.
 problem except the four gauges whose names end in _total, which are
 ingress_ipvs_exporter's metric names (kept verbatim for compatibility).
 """
-import json
-import os
-import shutil
 import subprocess
-import tempfile
-import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from .conftest import INGRESS_SBOX, free_port
+from ..prometheus import PROMTOOL, until
+from .conftest import INGRESS_SBOX
 from .test_core_vm import kernel_stats
 
 pytestmark = pytest.mark.kernel
 
-PROMETHEUS = "/usr/bin/prometheus"
-PROMTOOL = "/usr/bin/promtool"
 FWM = ("FWM", "inet", 260)
 
 # promtool's linter flags gauges named *_total; these four names come from
@@ -35,13 +27,8 @@ COMPAT_LINT = {f'{name} non-counter metrics should not have "_total" suffix' for
     "ipvs_destination_inactive_connections_total")}
 
 
-class Prometheus:
-    def __init__(self, target_port: int):
-        self.dir = tempfile.mkdtemp(prefix="prom-", dir="/tmp")
-        self.port = free_port()
-        config = os.path.join(self.dir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write(f"""global:
+def static_config(target_port: int) -> str:
+    return f"""global:
   scrape_interval: 5s
   scrape_timeout: 5s
   evaluation_interval: 2s
@@ -49,90 +36,12 @@ scrape_configs:
   - job_name: ipvs
     static_configs:
       - targets: ['127.0.0.1:{target_port}']
-""")
-        self.log = open(os.path.join(self.dir, "log.txt"), "w+")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}",
-             f"--storage.tsdb.path={os.path.join(self.dir, 'data')}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
-
-    def api(self, path: str, **params) -> dict:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return json.loads(r.read())
-
-    def query(self, promql: str) -> list:
-        reply = self.api("/api/v1/query", query=promql)
-        assert reply["status"] == "success", reply
-        return reply["data"]["result"]
-
-    def value(self, promql: str):
-        """The value of a single-series query (None while there is no series)."""
-        result = self.query(promql)
-        assert len(result) <= 1, result
-        return float(result[0]["value"][1]) if result else None
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=10) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus did not get ready: {self.logtext()[-3000:]}")
-            time.sleep(1)
-
-    def logtext(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def prometheus():
-    started = []
-
-    def start(target_port):
-        p = Prometheus(target_port)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
-
-
-def until(check, timeout: float, what: str):
-    """Call check() until it returns a true value (returned); bounded."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last and last[0]:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"{what}: never happened within {timeout}s; last: {last}")
+"""
 
 
 def test_prometheus_scrapes_exporter(lab, exporter, prometheus):
     e = exporter("--backend", "native", wait=False)   # default path: ingress_sbox
-    prom = prometheus(e.port)
+    prom = prometheus(static_config(e.port))
     e.wait_ready()
     prom.wait_ready()
     until(lambda: (prom.value('up{job="ipvs"}') == 1.0, prom.api("/api/v1/targets")),
