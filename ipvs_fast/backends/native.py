@@ -50,6 +50,16 @@ def _errmsg(errbuf, rc: int) -> str:
     return msg or os.strerror(abs(rc))
 
 
+def _free(h, res, sc) -> None:
+    """Release what a handle holds in C (each may be None)."""
+    if h is not None:
+        lib.ipvs_close(h)
+    if res is not None:
+        lib.ipvs_result_free(res)
+    if sc is not None:
+        lib.ipvs_sysctls_close(sc)
+
+
 class NativeBackend:
     """One netlink socket bound to one network namespace.
 
@@ -101,12 +111,7 @@ class NativeBackend:
         with self._lock:
             h, res, sc = self._h, self._res, self._sysctls
             self._h = self._res = self._sysctls = None
-            if h is not None:
-                lib.ipvs_close(h)
-            if res is not None:
-                lib.ipvs_result_free(res)
-            if sc is not None:
-                lib.ipvs_sysctls_close(sc)
+            _free(h, res, sc)
 
     @property
     def closed(self) -> bool:
@@ -124,12 +129,7 @@ class NativeBackend:
             sc = getattr(self, "_sysctls", None)
             self._h = self._res = self._sysctls = None
             if lib is not None:
-                if h is not None:
-                    lib.ipvs_close(h)
-                if res is not None:
-                    lib.ipvs_result_free(res)
-                if sc is not None:
-                    lib.ipvs_sysctls_close(sc)
+                _free(h, res, sc)
         except Exception:
             pass
 
