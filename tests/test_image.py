@@ -200,8 +200,9 @@ def test_metadata(engine, image):
     assert cfg["Healthcheck"]["Test"][:1] == ["CMD"]
     size = engine.inspect(image)[0]["Size"]
     print(f"image size {size / 1e6:.0f} MB")
-    stated = re.search(r"The image is \*\*(\d+) MB\*\*", (ROOT / "README.md").read_text())
-    assert stated and abs(int(stated.group(1)) - size / 1e6) <= 3, (stated, size)
+    stated = re.search(r"The image is about \*\*(\d+) MB\*\*", (ROOT / "README.md").read_text())
+    # Packages move with the day's Debian and PyPI: the claim holds within 5%.
+    assert stated and abs(int(stated.group(1)) - size / 1e6) <= 0.05 * size / 1e6, (stated, size)
 
 
 def readme_run_command() -> str:

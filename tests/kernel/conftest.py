@@ -18,6 +18,27 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: 0 if "ip_vs_absent" in getattr(item, "fixturenames", ()) else 1)
 
 
+#: lines for the run's terminal summary (so CI's log shows them; a passing
+#: test's own output is captured and dropped)
+_NUMBERS: list = []
+
+
+@pytest.fixture
+def report(request):
+    """``report(text)``: print *text* now and again in the terminal summary."""
+    def add(text: str) -> None:
+        print(text)
+        _NUMBERS.append(f"{request.node.name}: {text}")
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _NUMBERS:
+        terminalreporter.section("numbers")
+        for line in _NUMBERS:
+            terminalreporter.write_line(line)
+
+
 def ip_vs_loaded() -> bool:
     return os.path.exists("/sys/module/ip_vs")
 

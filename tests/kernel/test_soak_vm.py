@@ -149,7 +149,7 @@ class Scraper(threading.Thread):
         s.close()
 
 
-def test_soak(ip_vs_module, exporter):
+def test_soak(ip_vs_module, exporter, report):
     steady = topo.Bare(STEADY, base_rules()).build()
     topo.Bare(FLAPPING, "-A -u 10.82.0.1:53 -s rr\n").build()
     try:
@@ -188,9 +188,9 @@ def test_soak(ip_vs_module, exporter):
 
         done = {k: sum(t.done[k] for t in scrapers) for k in ("plain", "gzip", "abandoned")}
         failures = [f for t in scrapers for f in t.failures]
-        print(f"soak: {sum(done.values())} scrapes in {took:.0f} s {done}, "
+        report(f"soak: {sum(done.values())} scrapes in {took:.0f} s {done}, "
               f"{churn.cycles} churn cycles, {len(failures)} failures")
-        print(f"soak: before {before}, after {after}, RSS growth "
+        report(f"soak: before {before}, after {after}, RSS growth "
               f"{(after['rss'] - before['rss']) / 2**20:.1f} MiB (bound {RSS_BOUND >> 20} MiB)")
         assert not failures, failures[:5]
         assert not churn.errors, churn.errors[:5]

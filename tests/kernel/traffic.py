@@ -61,12 +61,32 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+#: A connect that times out is retried (a fresh socket, so a fresh source
+#: port) this many times before the flow fails. Under emulation a SYN now and
+#: then goes unanswered for seconds: the client reuses a source port quickly
+#: (the server closes first, so the TIME_WAIT is the server's) while IPVS
+#: still holds the old connection entry for that port.
+CONNECT_ATTEMPTS = 3
+
+
+def _connect(host: str, port: int, proto: int) -> socket.socket:
+    for attempt in range(CONNECT_ATTEMPTS):
+        s = socket.socket(_family(host), socket.SOCK_STREAM, proto)
+        s.settimeout(10)
+        try:
+            s.connect((host, port))
+            return s
+        except TimeoutError:
+            s.close()
+            print(f"connect to {host} port {port} timed out (attempt {attempt + 1})",
+                  file=sys.stderr)
+    raise TimeoutError(f"connect to {host} port {port}: {CONNECT_ATTEMPTS} attempts timed out")
+
+
 def stream(host: str, port: int, count: int, size: int, proto: int = 0) -> None:
     got = 0
     for _ in range(count):
-        with socket.socket(_family(host), socket.SOCK_STREAM, proto) as s:
-            s.settimeout(5)
-            s.connect((host, port))
+        with _connect(host, port, proto) as s:
             s.sendall(b"Q" * size)
             while True:
                 chunk = s.recv(65536)
