@@ -35,9 +35,10 @@
  *   for i in [0, n): "\n" name blocks[off[i] .. off[i+1]) text(value_i)
  * value_i is read as `kind` at values + i * stride (stride 0: one value for
  * every sample). off has n + 1 entries (offsets into blocks).
- * Returns the number of bytes written; -1 if out (cap bytes) is too small,
- * if kind or style is unknown or an offset decreases; -2 if some value is
- * not within +-IPVS_TF_EXACT_LIMIT (exclusive). Nothing is allocated.
+ * Returns the number of bytes written; -1 if kind or style is unknown (even
+ * for n == 0), if out (cap bytes) is too small or an offset decreases; -2 if
+ * some value is not within +-IPVS_TF_EXACT_LIMIT (exclusive). Nothing is
+ * allocated.
  */
 long ipvs_format_samples(const char *name, size_t name_len,
                          const char *blocks, const uint32_t *off,
@@ -56,7 +57,8 @@ long ipvs_format_length(size_t name_len, const uint32_t *off,
 /*
  * sums[group[i]] += value_i for i in [0, n), value_i read as above; entries
  * with group[i] == IPVS_TF_NO_GROUP are skipped. sums (ngroups entries) is
- * added to, not cleared. Returns 0; -1 for an unknown kind or a group id
+ * added to, not cleared. Returns 0; -1 for an unknown kind (even for
+ * n == 0) or a group id
  * >= ngroups; -2 if a sum would leave the int64 range (sums are then
  * partly updated: the caller starts over). Nothing is allocated.
  */

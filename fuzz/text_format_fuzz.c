@@ -122,17 +122,15 @@ static long reference(const char *name, size_t name_len, const char *blocks,
     int big;
 
     *text = NULL;
-    /* per sample, in the library's order: kind, size of the value, offsets,
-     * style (no samples: nothing to refuse) */
+    /* an unknown kind or style first (even with no samples), then per
+     * sample in the library's order: size of the value, offsets, exactness */
+    if (!kind_width(kind) || (style != IPVS_TF_DECIMAL && style != IPVS_TF_GO_FLOAT))
+        return -1;
     for (size_t i = 0; i < n; i++) {
-        if (!kind_width(kind))
-            return -1;
         read_value(values + i * stride, kind, &big);
         if (big == 2)
             return -2;
         if (off[i + 1] < off[i])
-            return -1;
-        if (style != IPVS_TF_DECIMAL && style != IPVS_TF_GO_FLOAT)
             return -1;
         if (big)
             return -2;
