@@ -518,9 +518,12 @@ def zero_weight_counts(sb, nsvc: int, db, nd: int) -> list:
         return [0] * nsvc
     weights = Column(db, _WEIGHT_OFF, DEST_SIZE, "i", nd) if _LITTLE else \
         [struct.unpack_from("<i", db, i * DEST_SIZE + _WEIGHT_OFF)[0] for i in range(nd)]
+    weights = weights[0:nd]
+    if 0 not in weights:           # the common case, at C speed
+        return [0] * nsvc
     zero = [0] * (nd + 1)          # zero[j] = destinations with weight 0 among the first j
     acc = 0
-    for j, w in enumerate(weights[0:nd]):
+    for j, w in enumerate(weights):
         acc += w == 0
         zero[j + 1] = acc
     out = []
