@@ -37,6 +37,9 @@ http.client (ours_native), and node_exporter with curl.
 
 BENCH_SKIP (comma separated) leaves out the slow extras: python (the Python
 backend), pyroute2, concurrency (conc*), static (the transfer floor).
+BENCH_EXTRA=static_ipvs adds static_get_ipvs (and static_get): GETs of
+prebuilt bodies the size of the --format ipvs and ingress bodies, one
+client: what moving those bytes costs, without collecting or rendering.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ FLOOR = os.path.join(OUT, "floor")
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",") if x]
 CURL_SIZES = [int(x) for x in os.environ.get("BENCH_CURL_SIZES", "5000").split(",") if x]
 SKIP = set(os.environ.get("BENCH_SKIP", "").split(","))
+EXTRA = set(os.environ.get("BENCH_EXTRA", "").split(","))
 FORMATS = {"native": "ingress", "node_fmt": "node", "ipvs_fmt": "ipvs"}   # exporter -> format
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -313,12 +317,19 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
     snap = nb.dump()
     for rd in renderers.values():                 # warm their label caches
         render_streamed(rd, [CollectResult("", True, 0.01, snap, {})])
-    static = None
-    if "static" not in SKIP:
+    static = static_ipvs = None
+    if "static" not in SKIP or "static_ipvs" in EXTRA:
         sport = free_port()
         static = subprocess.Popen([PY, os.path.join(ROOT, "bench", "static_body.py"), str(sport),
                                    str(R["body"]["native"])], stdout=subprocess.DEVNULL)
         wait_http(sport, "/")
+    if "static_ipvs" in EXTRA:
+        # the transfer floor of --format ipvs: a prebuilt body of its size
+        iport = free_port()
+        static_ipvs = subprocess.Popen([PY, os.path.join(ROOT, "bench", "static_body.py"),
+                                        str(iport), str(R["body"]["ipvs_fmt"])],
+                                       stdout=subprocess.DEVNULL)
+        wait_http(iport, "/")
 
     def scrape_with_cpu(name, k, port, gzip):
         pid = procs[k].pid
@@ -356,8 +367,11 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
             add("conc10_native_gzip", scrapes(ports["native"], 10, True))
         if static is not None:
             add("static_get", http_get(sport)[0])
+        if static is not None and "static" not in SKIP:
             add("conc1_static", scrapes(sport, 1, False))
             add("conc10_static", scrapes(sport, 10, False))
+        if static_ipvs is not None:
+            add("static_get_ipvs", http_get(iport)[0])
         if pb is not None and (not big or r == 0):
             t0 = time.monotonic()
             pb.dump()
@@ -384,9 +398,10 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         R["rss"][k] = {"rss_before": rss0, "hwm_after_scrape": status(pid, "VmHWM"),
                        "hwm_since_start": hwm0, "body": blen}
         log(f"  rss {k}: {R['rss'][k]}")
-    if static is not None:
-        static.terminate()
-        static.wait(10)
+    for p in (static, static_ipvs):
+        if p is not None:
+            p.terminate()
+            p.wait(10)
     nb.close()
     if pb is not None:
         pb.close()

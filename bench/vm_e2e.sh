@@ -17,7 +17,7 @@ cat > "$OUT/inner.sh" <<INNER_EOF
 #!/bin/bash
 export PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONDONTWRITEBYTECODE=1 BENCH_OUT=$OUT BENCH_SIZES=${BENCH_SIZES-1000,10000} BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-export BENCH_CURL_SIZES=${BENCH_CURL_SIZES-5000} BENCH_SKIP=${BENCH_SKIP:-}
+export BENCH_CURL_SIZES=${BENCH_CURL_SIZES-5000} BENCH_SKIP=${BENCH_SKIP:-} BENCH_EXTRA=${BENCH_EXTRA:-}
 cd $ROOT
 $PY bench/vm_driver.py > $OUT/log.txt 2>&1
 echo \$? > $OUT/rc
