@@ -87,7 +87,17 @@ class SwarmNode:
     def mark(self, name: str, start: float) -> float:
         now = time.monotonic()
         self.timings[name] = round(now - start, 1)
+        self.progress(f"{name}: {self.timings[name]} s")
         return now
+
+    @staticmethod
+    def progress(line: str) -> None:
+        """A line in $IPVS_FAST_VM_OUT/swarm-progress.txt: readable on the
+        host while the VM runs (pytest's own output comes at the end)."""
+        out = os.environ.get("IPVS_FAST_VM_OUT")
+        if out and os.path.isdir(out):
+            with open(os.path.join(out, "swarm-progress.txt"), "a") as f:
+                f.write(time.strftime("%H:%M:%S ") + line + "\n")
 
     # -- life cycle -------------------------------------------------------------------
     def start(self, timeout: float = 600) -> "SwarmNode":
@@ -242,10 +252,14 @@ class SwarmNode:
                     pass
 
     def _keep_logs(self) -> None:
+        dirs = [Path(tempfile.gettempdir())]
+        if os.path.isdir(os.environ.get("IPVS_FAST_VM_OUT", "")):
+            dirs.append(Path(os.environ["IPVS_FAST_VM_OUT"]))      # for the host
         for name in ("dockerd.log", "containerd.log"):
             src = DATA / name
             if src.exists():
-                (Path(tempfile.gettempdir()) / f"ipvsf-swarm-{name}").write_bytes(src.read_bytes())
+                for d in dirs:
+                    (d / f"ipvsf-swarm-{name}").write_bytes(src.read_bytes())
 
     @staticmethod
     def _links() -> None:
