@@ -8,9 +8,9 @@ machine and cannot meet another engine. Its data root lives in the cache
 the build cache survive between runs; a lock file makes concurrent test
 runs take turns.
 
-In the VM (the Swarm stack test, on branch image until it passes) the same
-class runs the engine the way a Swarm node has it: default exec root (so Swarm's namespaces are in
-/var/run/docker/netns), bridge and iptables on, data on a tmpfs.
+The VM's Swarm node (tests/kernel/test_swarm_vm.py) has its own engine
+class, tests/kernel/swarmnode.py; it loads the image saved here
+(IMAGE_TARBALL, made by test_image.py or tests/image_tarball.py).
 """
 import fcntl
 import json

@@ -1,8 +1,9 @@
 """The deploy kit checked offline: the Kubernetes manifests rendered as
 `kubectl kustomize` does and validated against the Kubernetes API schemas
 (kubernetes-validate), and the systemd unit verified by systemd-analyze.
-The Docker image runs on a real engine in test_image.py; the Swarm stack's
-VM test is not in the suite yet (see README, "How they are tested")."""
+The Docker image runs on a real engine in test_image.py, the Swarm stack on
+a real Swarm node in the VM (tests/kernel/test_swarm_vm.py)."""
+import os
 import re
 import shutil
 import subprocess
@@ -198,3 +199,24 @@ def test_systemd_security_exposure_matches_the_readme():
     assert m, r.stdout + r.stderr
     readme = (ROOT / "README.md").read_text()
     assert f"`systemd-analyze security`: {m.group(1)}" in readme, m.group(1)
+
+
+def test_swarm_stack_names_services_through_the_read_only_socket(monkeypatch):
+    """The stack's command parses, asks the node's engine for Swarm names
+    (--docker.host on the socket it mounts read-only) and keeps reading the
+    routing mesh and every lb_* namespace. (Run on a real Swarm in the VM:
+    tests/kernel/test_swarm_vm.py.)"""
+    from ipvs_fast.cli import parse_args
+    for key in [k for k in os.environ if k.startswith("IPVS_FAST_")]:
+        monkeypatch.delenv(key)
+    stack = yaml.safe_load((ROOT / "deploy/swarm/stack.yml").read_text())
+    svc = stack["services"]["exporter"]
+    args = parse_args(svc["command"])
+    assert args.docker_host == "unix:///var/run/docker.sock"
+    assert args.namespace_path == ["/var/run/docker/netns/ingress_sbox",
+                                   "/var/run/docker/netns/lb_*"]
+    sock = [v for v in svc["volumes"] if v["target"] == "/var/run/docker.sock"]
+    assert sock == [{"type": "bind", "source": "/var/run/docker.sock",
+                     "target": "/var/run/docker.sock", "read_only": True}]
+    assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+    assert sorted(svc["cap_add"]) == ["NET_ADMIN", "SYS_ADMIN"]

@@ -15,7 +15,14 @@ INGRESS_SBOX = "/var/run/docker/netns/ingress_sbox"
 
 def pytest_collection_modifyitems(config, items):
     # Tests that need ip_vs *not* loaded run first, before anything loads it.
-    items.sort(key=lambda item: 0 if "ip_vs_absent" in getattr(item, "fixturenames", ()) else 1)
+    # Then the real Swarm node (test_swarm_vm.py, in file order): its dockerd
+    # owns /var/run/docker/netns/ingress_sbox, which the session's lab later
+    # borrows for its simulated one.
+    def order(item):
+        if "ip_vs_absent" in getattr(item, "fixturenames", ()):
+            return 0
+        return 1 if "swarm" in getattr(item, "fixturenames", ()) else 2
+    items.sort(key=order)
 
 
 #: lines for the run's terminal summary (so CI's log shows them; a passing

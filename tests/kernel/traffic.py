@@ -4,6 +4,8 @@
   traffic.py tcp HOST PORT COUNT SIZE  COUNT request/response exchanges, one connection each
   traffic.py udp HOST PORT COUNT SIZE  COUNT datagrams, each answered by an echo
   traffic.py sctp HOST PORT COUNT SIZE COUNT SCTP associations with one exchange each
+  traffic.py http HOST PORT COUNT SIZE COUNT HTTP/1.0 GETs (a SIZE-byte header), one
+                                       connection each; the reply is read to its end
   traffic.py multi KIND,HOST,PORT,COUNT,SIZE ...   several of the above in one process
                                        (interpreter start-up is seconds under emulation)
   traffic.py loop SECONDS KIND,HOST,PORT,COUNT,SIZE ...
@@ -96,6 +98,26 @@ def stream(host: str, port: int, count: int, size: int, proto: int = 0) -> None:
     print(got)
 
 
+def http(host: str, port: int, count: int, size: int) -> None:
+    got = 0
+    request = b"GET / HTTP/1.0\r\nX-Pad: " + b"Q" * size + b"\r\n\r\n"
+    for _ in range(count):
+        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect((host, port))
+            s.sendall(request)
+            reply = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            if not reply.startswith(b"HTTP/1."):
+                sys.exit(f"not an HTTP reply from {host}:{port}: {reply[:80]!r}")
+            got += len(reply)
+    print(got)
+
+
 def udp(host: str, port: int, count: int, size: int) -> None:
     got = 0
     with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
@@ -113,6 +135,8 @@ def run(cmd: str, host: str, port: int, count: int, size: int) -> None:
         stream(host, port, count, size, socket.IPPROTO_SCTP)
     elif cmd == "udp":
         udp(host, port, count, size)
+    elif cmd == "http":
+        http(host, port, count, size)
     else:
         sys.exit(f"unknown command {cmd}")
 
