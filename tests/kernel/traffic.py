@@ -102,9 +102,7 @@ def http(host: str, port: int, count: int, size: int) -> None:
     got = 0
     request = b"GET / HTTP/1.0\r\nX-Pad: " + b"Q" * size + b"\r\n\r\n"
     for _ in range(count):
-        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect((host, port))
+        with _connect(host, port, 0) as s:
             s.sendall(request)
             reply = b""
             while True:
