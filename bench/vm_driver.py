@@ -40,6 +40,8 @@ backend), pyroute2, concurrency (conc*), static (the transfer floor).
 BENCH_EXTRA=static_ipvs adds static_get_ipvs (and static_get): GETs of
 prebuilt bodies the size of the --format ipvs and ingress bodies, one
 client: what moving those bytes costs, without collecting or rendering.
+At 10,000 x 10 it needs BENCH_MEMORY=4G: with 2 GiB the kernel killed the
+driver (its three renderers' caches, the exporters' and a 336 MB body).
 """
 from __future__ import annotations
 

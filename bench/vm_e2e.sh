@@ -26,7 +26,7 @@ chmod +x "$OUT/inner.sh"
 echo "booting $KERNEL under emulation; progress: tail -f $OUT/log.txt"
 start=$(date +%s)
 set +e
-timeout "${BENCH_VM_TIMEOUT:-5400}" "$VENV/bin/vng" --disable-kvm --cpus "${BENCH_CPUS:-2}" --memory 2G \
+timeout "${BENCH_VM_TIMEOUT:-5400}" "$VENV/bin/vng" --disable-kvm --cpus "${BENCH_CPUS:-2}" --memory "${BENCH_MEMORY:-2G}" \
     --run "$KERNEL" --rwdir "$OUT" --exec "$OUT/inner.sh" > "$OUT/vng.txt" 2>&1 </dev/null
 set -e
 echo "VM stage took $(( $(date +%s) - start )) s"
