@@ -100,13 +100,7 @@ def main():
                 add(f"exporter_{f}_cpu", d.cpu_seconds(pid) - c0)
             add("ipvsadm", d.timed("ipvsadm -Ln --stats --exact > /dev/null", shell=True))
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        d.stop_all(procs.values())
     with open(os.path.join(OUT, "collect_profile.json"), "w") as f:
         json.dump(R, f, indent=1)
     for name, v in R["runs"].items():

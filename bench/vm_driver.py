@@ -226,6 +226,18 @@ def scrape_duration(body: bytes) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+def stop_all(procs) -> None:
+    """SIGTERM every process, then wait up to 10 s each (SIGKILL after)."""
+    procs = list(procs)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main():
     from ipvs_fast.backends.native import NativeBackend
     from ipvs_fast.backends.python import PythonBackend
@@ -275,13 +287,7 @@ def main():
         for nsvc in CURL_SIZES:
             run_curl_size(nsvc, ports)
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
     log("done")
 
 
