@@ -114,3 +114,31 @@ def snapshot_view(snapshot, fields: str = "stats") -> dict:
             entry["dests"][key_of_dest(d)] = dv
         out[key_of_service(s)] = entry
     return out
+
+
+def ingress_series(stats: dict, plain: dict, namespace: str, service_labels) -> dict:
+    """The ingress format's series computed from ipvsadm's listings (parse_listing
+    with 5 columns, and parse_plain of the same table): {(name, labels): value}.
+    service_labels(key) gives a service's labels apart from `namespace` (the
+    callers know which port each fwmark was published on)."""
+    out = {("ipvs_services_total", (("namespace", namespace),)): float(len(stats))}
+    for key, entry in stats.items():
+        labels = dict(service_labels(key), namespace=namespace)
+        svc = tuple(sorted(labels.items()))
+        conns, _, _, inbytes, outbytes = entry["values"]
+        out[("ipvs_connections_total", svc)] = float(conns)
+        out[("ipvs_bytes_in_total", svc)] = float(inbytes)
+        out[("ipvs_bytes_out_total", svc)] = float(outbytes)
+        out[("ipvs_destination_total", svc)] = float(len(entry["dests"]))
+        for (host, port), dvals in entry["dests"].items():
+            dl = dict(labels, address=host)
+            if port:
+                dl["destination_port"] = str(port)
+            dl = tuple(sorted(dl.items()))
+            _, _, active, inactive = plain[key]["dests"][(host, port)]
+            out[("ipvs_destination_active_connections_total", dl)] = float(active)
+            out[("ipvs_destination_inactive_connections_total", dl)] = float(inactive)
+            out[("ipvs_destination_connections_total", dl)] = float(dvals[0])
+            out[("ipvs_destination_bytes_in_total", dl)] = float(dvals[3])
+            out[("ipvs_destination_bytes_out_total", dl)] = float(dvals[4])
+    return out

@@ -82,37 +82,20 @@ def test_default_namespace_is_ingress_sbox(lab):
 
 def expected_ingress(lab) -> dict:
     """The table of issue 2 computed from ipvsadm's listings: {(name, labels): value}."""
-    stats = kernel_stats(lab.director)
-    plain = ipv.parse_plain(topo.ipvsadm("-Ln", lab.director))
     ports = {260: "30000", 261: "30001"}
-    ns = INGRESS_SBOX
-    out = {("ipvs_services_total", (("namespace", ns),)): float(len(stats))}
-    for key, entry in stats.items():
+
+    def service_labels(key):
         if key[0] == "FWM":
-            labels = {"namespace": ns, "fwmark": str(key[2]), "port": ports.get(key[2], "")}
+            labels = {"fwmark": str(key[2]), "port": ports.get(key[2], "")}
             if key[1] == "inet6":
                 labels["family"] = "inet6"
-        else:
-            labels = {"namespace": ns, "fwmark": "0", "port": str(key[2]),
-                      "protocol": key[0].lower(), "service_address": key[1]}
-        svc_labels = tuple(sorted(labels.items()))
-        conns, _, _, inbytes, outbytes = entry["values"]
-        out[("ipvs_connections_total", svc_labels)] = float(conns)
-        out[("ipvs_bytes_in_total", svc_labels)] = float(inbytes)
-        out[("ipvs_bytes_out_total", svc_labels)] = float(outbytes)
-        out[("ipvs_destination_total", svc_labels)] = float(len(entry["dests"]))
-        for (host, port), dvals in entry["dests"].items():
-            dl = dict(labels, address=host)
-            if port:
-                dl["destination_port"] = str(port)
-            dl = tuple(sorted(dl.items()))
-            _, weight, active, inactive = plain[key]["dests"][(host, port)]
-            out[("ipvs_destination_active_connections_total", dl)] = float(active)
-            out[("ipvs_destination_inactive_connections_total", dl)] = float(inactive)
-            out[("ipvs_destination_connections_total", dl)] = float(dvals[0])
-            out[("ipvs_destination_bytes_in_total", dl)] = float(dvals[3])
-            out[("ipvs_destination_bytes_out_total", dl)] = float(dvals[4])
-    return out
+            return labels
+        return {"fwmark": "0", "port": str(key[2]), "protocol": key[0].lower(),
+                "service_address": key[1]}
+
+    return ipv.ingress_series(kernel_stats(lab.director),
+                              ipv.parse_plain(topo.ipvsadm("-Ln", lab.director)),
+                              INGRESS_SBOX, service_labels)
 
 
 def ingress_samples(text: str) -> dict:

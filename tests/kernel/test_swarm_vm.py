@@ -73,7 +73,7 @@ class Loader:
     def __init__(self, node: SwarmNode):
         self.node = node
         self.error = None
-        self.proc = None
+        self.load = None
         key = CACHE / "ipvs-fast-exporter.key"
         if not IMAGE_TARBALL.exists() or not key.exists() or key.read_text().strip() != source_key():
             self.error = (f"no image saved from this tree at {IMAGE_TARBALL} (key {key}): the "
@@ -81,31 +81,25 @@ class Loader:
                           "tests/image_tarball.py before booting; tests/test_image.py too)")
             return
         self.start = time.monotonic()
-        self.out = open(DATA / "load.log", "w+")
-        self.proc = subprocess.Popen(["/usr/bin/docker", "load", "-i", str(IMAGE_TARBALL)],
-                                     stdout=self.out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.load = topo.Background(["/usr/bin/docker", "load", "-i", str(IMAGE_TARBALL)])
 
     def wait(self, timeout: float = 600) -> str:
+        """The image's name once `docker load` is done (fails the test otherwise)."""
         if self.error:
             pytest.fail(self.error)
         try:
-            rc = self.proc.wait(max(timeout - (time.monotonic() - self.start), 1))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = "timeout"
-        self.out.seek(0)
-        text = self.out.read()
-        if "docker load" not in self.node.timings:
-            self.node.mark("docker load (background)", self.start)
-        assert rc == 0, f"docker load failed ({rc}): {text}\n{self.node.logs()}"
+            self.load.wait(max(timeout - (time.monotonic() - self.start), 1))
+        except RuntimeError as e:
+            pytest.fail(f"{e}\n{self.node.logs()}")
+        finally:
+            if "docker load" not in self.node.timings:
+                self.node.mark("docker load (background)", self.start)
         return f"{IMAGE}:{version()}"
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.load is not None and self.load.proc.poll() is None:
+            self.load.proc.kill()
+            self.load.proc.wait()
 
 
 class Ctx:
@@ -277,28 +271,12 @@ def expected(ns: str = SBOX) -> dict:
     stats = ipv.parse_listing(topo.sh(f"nsenter --net={ns} ipvsadm -Ln --stats --exact"), 5)
     plain = ipv.parse_plain(topo.sh(f"nsenter --net={ns} ipvsadm -Ln"))
     ports = mangle_ports(ns)
-    out = {("ipvs_services_total", (("namespace", ns),)): float(len(stats))}
-    for key, entry in stats.items():
+
+    def service_labels(key):
         assert key[0] == "FWM", key           # the routing mesh is fwmark services only
-        labels = {"namespace": ns, "fwmark": str(key[2]), "port": ports[key[2]]}
-        svc = tuple(sorted(labels.items()))
-        conns, _, _, inbytes, outbytes = entry["values"]
-        out[("ipvs_connections_total", svc)] = float(conns)
-        out[("ipvs_bytes_in_total", svc)] = float(inbytes)
-        out[("ipvs_bytes_out_total", svc)] = float(outbytes)
-        out[("ipvs_destination_total", svc)] = float(len(entry["dests"]))
-        for (host, port), dvals in entry["dests"].items():
-            dl = dict(labels, address=host)
-            if port:
-                dl["destination_port"] = str(port)
-            dl = tuple(sorted(dl.items()))
-            _, _, active, inactive = plain[key]["dests"][(host, port)]
-            out[("ipvs_destination_active_connections_total", dl)] = float(active)
-            out[("ipvs_destination_inactive_connections_total", dl)] = float(inactive)
-            out[("ipvs_destination_connections_total", dl)] = float(dvals[0])
-            out[("ipvs_destination_bytes_in_total", dl)] = float(dvals[3])
-            out[("ipvs_destination_bytes_out_total", dl)] = float(dvals[4])
-    return out
+        return {"fwmark": str(key[2]), "port": ports[key[2]]}
+
+    return ipv.ingress_series(stats, plain, ns, service_labels)
 
 
 def served(text: str, ns: str = SBOX) -> dict:
