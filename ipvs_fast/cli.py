@@ -407,20 +407,22 @@ def main(argv: Optional[list] = None) -> int:
     setup_logging(args.log_level, args.log_format)
 
     from . import backends, privileges
-    from .collection.namespaces import TargetSet, namespace_targets
+    from .collection.namespaces import TargetSet, can_be_several, namespace_targets
     from .exporter import Exporter
     from .formats.ingress import default_build_info
     from .http.payload import GZIP_IMPL
     from .http.server import MetricsServer, run
 
     backend = backends.resolve(args.backend)
+    renderer = make_renderer(args, 2 if can_be_several(args.namespace_path) else 1)
     targets = TargetSet(args.namespace_path,
-                        namespace_targets(backends.opener(backend), args.timeout))
+                        namespace_targets(backends.opener(backend), args.timeout,
+                                          port_map=renderer.uses_port_map))
     swarm = None
     if args.docker_host:
         from .collection.swarm import SwarmNames
         swarm = SwarmNames(args.docker_host, args.docker_refresh).start()
-    exporter = Exporter(targets, make_renderer(args, 2 if targets.multi else 1),
+    exporter = Exporter(targets, renderer,
                         build_info=default_build_info(backend),
                         metric_filter=args.metric_filter or None,
                         service_filter=args.service_filter or None, swarm=swarm)

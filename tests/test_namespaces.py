@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ipvs_fast import cli
-from ipvs_fast.collection.namespaces import TargetSet, expand, is_glob
+from ipvs_fast.collection.namespaces import TargetSet, can_be_several, expand, is_glob
 from ipvs_fast.collection.target import CollectResult, NamespaceTarget
 from ipvs_fast.exporter import Exporter, FilteredCollectors
 from ipvs_fast.formats.ingress import IngressRenderer, default_build_info
@@ -90,7 +90,7 @@ def test_glob_reexpanded_each_scrape_and_vanished_closed(tmp_path):
     (tmp_path / "b").write_text("")
     mk = Maker()
     ts = TargetSet([str(tmp_path / "*")], make_target=mk)
-    assert ts.multi
+    assert can_be_several(ts.patterns)
     a, b, c = (str(tmp_path / n) for n in "abc")
     assert [r.namespace for r in ts.collect(5)] == [a, b]
     (tmp_path / "a").unlink()
@@ -107,10 +107,11 @@ def test_glob_reexpanded_each_scrape_and_vanished_closed(tmp_path):
     assert all(t.closed for ts_ in mk.made.values() for t in ts_)
 
 
-def test_single_literal_path_is_not_multi():
-    assert not TargetSet(["/var/run/docker/netns/ingress_sbox"], make_target=Maker()).multi
-    assert not TargetSet([""], make_target=Maker()).multi
-    assert TargetSet(["", "/run/netns/x"], make_target=Maker()).multi
+def test_single_literal_path_is_not_several():
+    assert not can_be_several(["/var/run/docker/netns/ingress_sbox"])
+    assert not can_be_several([""])
+    assert can_be_several(["", "/run/netns/x"])
+    assert can_be_several(["/run/netns/*"])
 
 
 # -- deadline ------------------------------------------------------------------------

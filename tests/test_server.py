@@ -15,6 +15,7 @@ import zlib
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ipvs_fast import cli
 from ipvs_fast.backends.errors import IPVSError
 from ipvs_fast.backends.records import Dest, Service, pack_dest, pack_service
 from ipvs_fast.backends.snapshot import Snapshot
@@ -675,6 +676,21 @@ def test_port_map_not_read_without_fwmark_services(world, nsfile):
     t = _target(world, nsfile, port_reader=lambda p: calls.append(p) or {})
     assert t.collect().up
     assert calls == []
+
+
+def test_port_map_read_only_for_the_ingress_format(world, nsfile):
+    # iptables-save is a process per read (seconds under emulation, at every
+    # max-age expiry): only the format whose labels carry the published port reads it
+    calls = []
+    t = _target(world, nsfile, port_map=False, port_reader=lambda p: calls.append(p) or {})
+    assert t.collect().up and t.collect().ports == {}
+    assert calls == []
+    t = _target(world, nsfile, port_map=True, port_reader=lambda p: calls.append(p) or {})
+    assert t.collect().up
+    assert calls == [str(nsfile)]
+    uses = {fmt: cli.make_renderer(cli.parse_args(["--format", fmt])).uses_port_map
+            for fmt in ("ingress", "node", "ipvs")}
+    assert uses == {"ingress": True, "node": False, "ipvs": False}
 
 
 def test_backend_fallback(monkeypatch, caplog):

@@ -63,6 +63,11 @@ def is_glob(pattern: str) -> bool:
     return any(c in _GLOB_CHARS for c in pattern)
 
 
+def can_be_several(patterns: list) -> bool:
+    """Whether *patterns* can yield more than one namespace."""
+    return len(patterns) > 1 or any(is_glob(p) for p in patterns)
+
+
 def expand(patterns: Iterable[str], empty: Optional[list] = None) -> list:
     """The namespace paths *patterns* stand for now: literal paths (and
     ``""``) as they are, globs expanded (sorted, directories skipped);
@@ -84,11 +89,12 @@ def expand(patterns: Iterable[str], empty: Optional[list] = None) -> list:
     return out
 
 
-def namespace_targets(open_backend: Callable[[str, float], object],
-                      timeout: float) -> Callable[[str], NamespaceTarget]:
+def namespace_targets(open_backend: Callable[[str, float], object], timeout: float, *,
+                      port_map: bool = True) -> Callable[[str], NamespaceTarget]:
     """``make_target(path)`` for :class:`TargetSet`: a NamespaceTarget
-    opening *open_backend* with *timeout*."""
-    return lambda path: NamespaceTarget(path, open_backend, timeout)
+    opening *open_backend* with *timeout*, reading the port map if *port_map*
+    (only the ingress format uses it)."""
+    return lambda path: NamespaceTarget(path, open_backend, timeout, port_map=port_map)
 
 
 class _Slot:
@@ -124,11 +130,6 @@ class TargetSet:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix="ipvs-ns")
         self._glob_empty_logged: set = set()
-
-    @property
-    def multi(self) -> bool:
-        """Whether this configuration can yield more than one namespace."""
-        return len(self.patterns) > 1 or any(is_glob(p) for p in self.patterns)
 
     def paths(self) -> list:
         with self._lock:

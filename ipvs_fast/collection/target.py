@@ -76,13 +76,14 @@ class NamespaceTarget:
     """
 
     def __init__(self, path: str, open_backend: Callable[[str, float], object],
-                 timeout: float = 5.0, *,
+                 timeout: float = 5.0, *, port_map: bool = True,
                  port_reader: Optional[Callable[[str], dict]] = None,
                  portmap_max_age: float = PORTMAP_MAX_AGE,
                  clock: Callable[[], float] = time.monotonic):
         self.path = path
         self.timeout = float(timeout)
         self._factory = open_backend
+        self._use_port_map = port_map
         self._port_reader = port_reader if port_reader is not None else (
             lambda p: read_port_map(p, timeout=max(self.timeout, 1.0)))
         self._portmap_max_age = portmap_max_age
@@ -121,7 +122,7 @@ class NamespaceTarget:
             t0 = self._clock()
             try:
                 snap, reopened = self._dump()
-                ports = self._port_map(snap, reopened)
+                ports = self._port_map(snap, reopened) if self._use_port_map else {}
             except Exception as exc:  # IPVSError, OSError, a backend bug...
                 self._close_handle()
                 key, text = _reason(exc)

@@ -455,6 +455,11 @@ class FamilyRenderer:
     subclass's ``_families(results, build_info)``, which runs under
     ``self._lock`` (it updates the label cache)."""
 
+    #: Whether the format labels fwmark services with their published port,
+    #: which collection reads from iptables (a process per read): only
+    #: the ingress format does.
+    uses_port_map = False
+
     def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
         """Text format 0.0.4 for *results*; *extra* (already formatted
         exposition text, str or bytes, e.g. process metrics) is appended."""

@@ -379,6 +379,8 @@ class IngressRenderer(FamilyRenderer):
     over the destinations equal in those labels (see ipvs_fast.formats.policy).
     """
 
+    uses_port_map = True
+
     def __init__(self, metric_filter=None, destinations=None):
         self._lock = threading.Lock()
         self._ns: dict = {}        # namespace -> _NsState
