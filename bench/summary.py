@@ -206,7 +206,14 @@ def main():
                          (f"`--format {fmt}` render (streamed, steady)", "render_" + fmt, None),
                          (f"`--format {fmt}` collection (ipvs_scrape_duration_seconds)",
                           k + "_dump_in_exporter", None)]
-            rows += [("node_exporter ipvs scrape / gzip", "node_exporter", "node_exporter_gzip"),
+            rows += [("netlink dump in the driver (`dump()`: what ingress and ipvs read)",
+                      "dump_native", None),
+                     ("C floor of the netlink dump", "floor", None),
+                     ("table read in the driver (`dump_table()`: /proc/net/ip_vs, what node reads)",
+                      "table_native", None),
+                     ("transfer floor of the ipvs body (static server, same stack)",
+                      "static_get_ipvs", None),
+                     ("node_exporter ipvs scrape / gzip", "node_exporter", "node_exporter_gzip"),
                      ("node_exporter CPU per scrape / gzip", "cpu_node_exporter",
                       "cpu_node_exporter_gzip"),
                      ("ipvsadm -Ln --stats --exact", "ipvsadm", None)]

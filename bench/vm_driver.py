@@ -18,6 +18,9 @@ Contenders:
                               by piece as the server does: "rendering"
   dump_native / dump_python : backend.dump() in this process (dump + parse,
                               no render, no HTTP): "our dump stage"
+  table_native              : NativeBackend.dump_table() in this process: read
+                              and parse /proc/net/ip_vs (what --format node
+                              collects, like node_exporter)
   ipvsadm                   : ipvsadm -Ln --stats --exact > /dev/null
   node_exporter[_gzip]      : GET /metrics of Debian's prometheus-node-exporter
                               with only the ipvs collector (and with
@@ -357,6 +360,10 @@ def run_size(nsvc, ports, procs, NativeBackend, PythonBackend):
         t0 = time.monotonic()
         snap = nb.dump()
         add("dump_native", time.monotonic() - t0)
+        t0 = time.monotonic()
+        table = nb.dump_table()
+        add("table_native", time.monotonic() - t0)
+        assert table.ndests == nsvc * NDEST, table.ndests
         assert snap.ndests == nsvc * NDEST, snap.ndests
         res = [CollectResult("", True, 0.01, snap, {})]
         for fmt, rd in renderers.items():

@@ -28,6 +28,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <netinet/in.h>
 #include <linux/netlink.h>
 #include <linux/genetlink.h>
 
@@ -105,6 +106,8 @@ _Static_assert(sizeof(struct ipvs_dest_rec) == 144, "ipvs_dest_rec layout");
 #define DUMP_BATCH              4
 #define RCVBUF_WANT             (1024 * 1024)
 #define DRAIN_MAX_DATAGRAMS     100000
+#define TABLE_READ              (64 * 1024)
+#define TABLE_MAX               (1024 * 1024 * 1024)
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                            */
@@ -711,6 +714,329 @@ int ipvs_parse_dest_msgs(const uint8_t *buf, size_t len, uint16_t family_id,
 }
 
 /* ------------------------------------------------------------------------ */
+/* /proc/net/ip_vs: the service table as text (what node_exporter reads)    */
+
+#define TBL_SVC_F_PERSISTENT 0x0001     /* IP_VS_SVC_F_PERSISTENT */
+#define TBL_SVC_F_ONEPACKET  0x0004     /* IP_VS_SVC_F_ONEPACKET */
+
+struct cursor {
+    const char *p, *end;    /* the current line, without its '\n' */
+};
+
+static int hexdigit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static void skip_blanks(struct cursor *c)
+{
+    while (c->p < c->end && *c->p == ' ')
+        c->p++;
+}
+
+/* Exactly n hex digits (the kernel prints them zero padded). */
+static int take_hex(struct cursor *c, int n, uint32_t *out)
+{
+    uint32_t v = 0;
+    int i, d;
+
+    if (c->end - c->p < n)
+        return -1;
+    for (i = 0; i < n; i++) {
+        d = hexdigit(c->p[i]);
+        if (d < 0)
+            return -1;
+        v = v << 4 | (uint32_t)d;
+    }
+    c->p += n;
+    *out = v;
+    return 0;
+}
+
+static int take_char(struct cursor *c, char ch)
+{
+    if (c->p >= c->end || *c->p != ch)
+        return -1;
+    c->p++;
+    return 0;
+}
+
+/* A run of non-blank characters, after blanks. */
+static int take_word(struct cursor *c, const char **w, size_t *n)
+{
+    skip_blanks(c);
+    *w = c->p;
+    while (c->p < c->end && *c->p != ' ')
+        c->p++;
+    *n = (size_t)(c->p - *w);
+    return *n ? 0 : -1;
+}
+
+/* At least one blank, then a word. */
+static int take_next_word(struct cursor *c, const char **w, size_t *n)
+{
+    if (c->p >= c->end || *c->p != ' ')
+        return -1;
+    return take_word(c, w, n);
+}
+
+static int word_is(const char *w, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(w, lit, n) == 0;
+}
+
+/* A decimal int32 as "%d" prints it, after blanks. */
+static int take_int(struct cursor *c, int32_t *out)
+{
+    const char *w;
+    size_t n, i = 0;
+    int64_t v = 0;
+    int neg = 0;
+
+    if (take_word(c, &w, &n) < 0)
+        return -1;
+    if (w[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (i == n || n - i > 10)
+        return -1;
+    for (; i < n; i++) {
+        if (w[i] < '0' || w[i] > '9')
+            return -1;
+        v = v * 10 + (w[i] - '0');
+    }
+    if (neg)
+        v = -v;
+    if (v < INT32_MIN || v > INT32_MAX)
+        return -1;
+    *out = (int32_t)v;
+    return 0;
+}
+
+/* "HHHHHHHH:PPPP" or "[hhhh:hhhh:hhhh:hhhh:hhhh:hhhh:hhhh:hhhh]:PPPP" (%pI6). */
+static int take_addr_port(struct cursor *c, uint16_t *af, uint8_t addr[16], uint16_t *port)
+{
+    uint32_t v;
+    int i;
+
+    memset(addr, 0, 16);
+    if (c->p < c->end && *c->p == '[') {
+        c->p++;
+        for (i = 0; i < 8; i++) {
+            if ((i && take_char(c, ':') < 0) || take_hex(c, 4, &v) < 0)
+                return -1;
+            addr[2 * i] = (uint8_t)(v >> 8);
+            addr[2 * i + 1] = (uint8_t)v;
+        }
+        if (take_char(c, ']') < 0)
+            return -1;
+        *af = AF_INET6;
+    } else {
+        if (take_hex(c, 8, &v) < 0)
+            return -1;
+        addr[0] = (uint8_t)(v >> 24);
+        addr[1] = (uint8_t)(v >> 16);
+        addr[2] = (uint8_t)(v >> 8);
+        addr[3] = (uint8_t)v;
+        *af = AF_INET;
+    }
+    if (take_char(c, ':') < 0 || take_hex(c, 4, &v) < 0)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* ip_vs_proto_name() */
+static int proto_number(const char *w, size_t n, uint16_t *proto)
+{
+    size_t i;
+    uint32_t v = 0;
+
+    if (word_is(w, n, "TCP"))
+        *proto = IPPROTO_TCP;
+    else if (word_is(w, n, "UDP"))
+        *proto = IPPROTO_UDP;
+    else if (word_is(w, n, "SCTP"))
+        *proto = IPPROTO_SCTP;
+    else if (word_is(w, n, "ICMP"))
+        *proto = IPPROTO_ICMP;
+    else if (word_is(w, n, "ICMPv6"))
+        *proto = IPPROTO_ICMPV6;
+    else if (word_is(w, n, "IP"))
+        *proto = 0;
+    else if (n > 3 && n <= 6 && memcmp(w, "IP_", 3) == 0) {
+        for (i = 3; i < n; i++) {
+            if (w[i] < '0' || w[i] > '9')
+                return -1;
+            v = v * 10 + (uint32_t)(w[i] - '0');
+        }
+        if (v > 255)
+            return -1;
+        *proto = (uint16_t)v;
+    } else
+        return -1;
+    return 0;
+}
+
+/* "TCP  0A000001:0050 wlc [ops ][persistent 300 FFFFFFFF]" / "FWM  00000100 rr ..." */
+static int table_service(struct cursor *c, struct ipvs_svc_rec *s)
+{
+    const char *w;
+    size_t n;
+    int32_t timeout;
+    uint32_t v;
+
+    memset(s, 0, sizeof(*s));
+    if (take_word(c, &w, &n) < 0 || c->p >= c->end || *c->p != ' ')
+        return -1;
+    skip_blanks(c);
+    if (word_is(w, n, "FWM")) {
+        if (take_hex(c, 8, &s->fwmark) < 0)
+            return -1;
+        s->af = AF_INET;        /* the table does not say */
+    } else if (proto_number(w, n, &s->protocol) < 0 ||
+               take_addr_port(c, &s->af, s->addr, &s->port) < 0) {
+        return -1;
+    }
+    if (take_next_word(c, &w, &n) < 0 || n >= sizeof(s->sched_name))
+        return -1;
+    memcpy(s->sched_name, w, n);
+    while (take_word(c, &w, &n) == 0) {
+        if (word_is(w, n, "ops")) {
+            s->flags |= TBL_SVC_F_ONEPACKET;
+        } else if (word_is(w, n, "persistent")) {
+            skip_blanks(c);
+            if (take_int(c, &timeout) < 0 || timeout < 0)
+                return -1;
+            skip_blanks(c);
+            if (take_hex(c, 8, &v) < 0)
+                return -1;
+            s->flags |= TBL_SVC_F_PERSISTENT;
+            s->timeout = (uint32_t)timeout;
+            {   /* printed as ntohl(netmask); the record holds the raw bytes */
+                uint8_t raw[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16),
+                                   (uint8_t)(v >> 8), (uint8_t)v };
+
+                memcpy(&s->netmask, raw, 4);
+            }
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "  -> AC100001:1F90      Masq    1      0          0" */
+static int table_dest(struct cursor *c, struct ipvs_dest_rec *d)
+{
+    const char *w;
+    size_t n;
+    int32_t active, inactive;
+
+    memset(d, 0, sizeof(*d));
+    if (take_addr_port(c, &d->af, d->addr, &d->port) < 0 || take_next_word(c, &w, &n) < 0)
+        return -1;
+    if (word_is(w, n, "Masq"))
+        d->fwd_method = 0;
+    else if (word_is(w, n, "Local"))
+        d->fwd_method = 1;
+    else if (word_is(w, n, "Tunnel"))
+        d->fwd_method = 2;
+    else if (word_is(w, n, "Route"))
+        d->fwd_method = 3;
+    else
+        return -1;
+    if (take_int(c, &d->weight) < 0 || take_int(c, &active) < 0 || take_int(c, &inactive) < 0)
+        return -1;
+    skip_blanks(c);
+    if (c->p != c->end)
+        return -1;
+    d->active_conns = (uint32_t)active;
+    d->inact_conns = (uint32_t)inactive;
+    return 0;
+}
+
+int ipvs_parse_table(const char *text, size_t len, ipvs_result *res,
+                     char *errbuf, size_t errlen)
+{
+    static const char *const head[3] = {
+        "IP Virtual Server version ",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn",
+    };
+    const char *p = text, *end = text + len, *nl;
+    struct ipvs_svc_rec s;
+    struct ipvs_dest_rec d;
+    struct ipvs_svc_rec *cur;
+    size_t line = 0;
+    int rc;
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!res || (!text && len))
+        return -EINVAL;
+    ipvs_result_clear(res);
+    while (p < end) {
+        struct cursor c;
+
+        nl = memchr(p, '\n', (size_t)(end - p));
+        line++;
+        if (!nl) {
+            seterr(errbuf, errlen, "ip_vs table: line %zu has no end (truncated)", line);
+            return -EBADMSG;
+        }
+        c.p = p;
+        c.end = nl;
+        p = nl + 1;
+        if (line <= 3) {
+            size_t hl = strlen(head[line - 1]);
+
+            if ((size_t)(c.end - c.p) < hl || memcmp(c.p, head[line - 1], hl) != 0)
+                goto bad;
+            continue;
+        }
+        if (c.end - c.p >= 5 && memcmp(c.p, "  -> ", 5) == 0) {
+            if (!res->nsvcs)
+                goto bad;
+            c.p += 5;
+            if (table_dest(&c, &d) < 0)
+                goto bad;
+            d.svc_index = (uint32_t)(res->nsvcs - 1);
+            rc = push_dest(res, &d);
+            if (rc < 0)
+                goto nomem;
+            cur = &res->svcs[res->nsvcs - 1];
+            cur->ndests++;
+            continue;
+        }
+        if (table_service(&c, &s) < 0)
+            goto bad;
+        s.first_dest = (uint32_t)res->ndests;
+        rc = push_svc(res, &s);
+        if (rc < 0)
+            goto nomem;
+    }
+    if (line < 3) {
+        seterr(errbuf, errlen, "ip_vs table: %zu of its 3 header lines", line);
+        return -EBADMSG;
+    }
+    return (int)res->nsvcs;
+bad:
+    seterr(errbuf, errlen, "ip_vs table: line %zu is not in the kernel's format", line);
+    return -EBADMSG;
+nomem:
+    seterr(errbuf, errlen, "out of memory");
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* socket layer                                                             */
 
 struct ipvs_handle {
@@ -718,6 +1044,10 @@ struct ipvs_handle {
     int ns_fd;              /* the namespace this handle is bound to */
     int stats_fd;           /* /proc/<tid>/net/ip_vs_stats of that namespace */
     int stats_err;          /* errno when stats_fd could not be opened */
+    int table_fd;           /* /proc/<tid>/net/ip_vs of that namespace */
+    int table_err;          /* errno when table_fd could not be opened */
+    char *tbuf;             /* its text, grown to the largest read so far */
+    size_t tcap;
     uint16_t family_id;
     uint32_t portid;
     uint32_t seq;
@@ -1133,7 +1463,7 @@ ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err, char *errb
         seterr(errbuf, errlen, "out of memory");
         return NULL;
     }
-    h->nl_fd = h->ns_fd = h->stats_fd = -1;
+    h->nl_fd = h->ns_fd = h->stats_fd = h->table_fd = -1;
     h->timeout_ms = timeout_ms;
     h->seq = (uint32_t)time(NULL);
     snprintf(h->label, sizeof(h->label), "%s", use_path ? ns_path : "(current)");
@@ -1239,6 +1569,10 @@ ipvs_handle *ipvs_open(const char *ns_path, int timeout_ms, int *err, char *errb
     h->stats_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (h->stats_fd < 0)
         h->stats_err = errno;   /* not fatal: totals are optional */
+    thread_proc(path, sizeof(path), "net/ip_vs");
+    h->table_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (h->table_fd < 0)
+        h->table_err = errno;   /* reported by ipvs_dump_table, the one user */
 
 out:
     if (switched) {
@@ -1274,6 +1608,9 @@ void ipvs_close(ipvs_handle *h)
         close(h->ns_fd);
     if (h->stats_fd >= 0)
         close(h->stats_fd);
+    if (h->table_fd >= 0)
+        close(h->table_fd);
+    free(h->tbuf);
     free(h->buf);
     free(h);
 }
@@ -1405,6 +1742,58 @@ long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len)
         off += (size_t)n;
     }
     return (long)off;
+}
+
+int ipvs_dump_table(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
+{
+    size_t off = 0;
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!h || !res)
+        return -EINVAL;
+    if (h->table_fd < 0) {
+        int e = h->table_err ? h->table_err : EBADF;
+
+        seterr(errbuf, errlen, "namespace %s: open(/proc/net/ip_vs): %s", h->label, strerror(e));
+        return -e;
+    }
+    for (;;) {
+        ssize_t n;
+
+        if (h->tcap - off < TABLE_READ) {
+            size_t ncap = h->tcap ? h->tcap * 2 : 4 * TABLE_READ;
+            char *p;
+
+            if (ncap > TABLE_MAX) {
+                seterr(errbuf, errlen, "namespace %s: /proc/net/ip_vs is larger than %d MiB",
+                       h->label, TABLE_MAX >> 20);
+                return -EFBIG;
+            }
+            p = realloc(h->tbuf, ncap);
+            if (!p) {
+                seterr(errbuf, errlen, "out of memory");
+                return -ENOMEM;
+            }
+            h->tbuf = p;
+            h->tcap = ncap;
+        }
+        /* a seq_file read returns at most one page whatever is asked */
+        n = pread(h->table_fd, h->tbuf + off, h->tcap - off, (off_t)off);
+        if (n < 0) {
+            int e = errno;
+
+            if (e == EINTR)
+                continue;
+            seterr(errbuf, errlen, "namespace %s: read(/proc/net/ip_vs): %s", h->label,
+                   strerror(e));
+            return -e;
+        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    return ipvs_parse_table(h->tbuf, off, res, errbuf, errlen);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -137,6 +137,22 @@ int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
 /* pread() the namespace's ip_vs_stats text into buf; returns bytes or -errno. */
 long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len);
 
+/*
+ * The namespace's /proc/net/ip_vs (the table node_exporter reads): services
+ * and destinations without counters, in the table's order, as records.
+ * Fields the text carries: service af (AF_INET for fwmark services: the text
+ * does not say), protocol, addr, port, fwmark, scheduler, the ONEPACKET and
+ * PERSISTENT flags, timeout and netmask; destination af, addr, port,
+ * fwd_method, weight, active_conns, inact_conns. Everything else is 0
+ * (attrs has no IPVS_REC_STATS* bit). The pure parser takes the whole text
+ * (every line ends in '\n'; the three header lines first) and returns the
+ * number of services or -EBADMSG; the handle's version reads the file the
+ * handle opened in its namespace (a seq_file: about one page per read).
+ */
+int ipvs_parse_table(const char *text, size_t len, ipvs_result *res,
+                     char *errbuf, size_t errlen);
+int ipvs_dump_table(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
+
 /* ------------------------------------------------------------------------ */
 /* Namespace settings: GET_INFO + GET_CONFIG, and the IPVS sysctls          */
 

@@ -417,7 +417,8 @@ def main(argv: Optional[list] = None) -> int:
     renderer = make_renderer(args, 2 if can_be_several(args.namespace_path) else 1)
     targets = TargetSet(args.namespace_path,
                         namespace_targets(backends.opener(backend), args.timeout,
-                                          port_map=renderer.uses_port_map))
+                                          port_map=renderer.uses_port_map,
+                                          counters=renderer.uses_counters))
     swarm = None
     if args.docker_host:
         from .collection.swarm import SwarmNames

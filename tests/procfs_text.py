@@ -57,3 +57,13 @@ def ip_vs_stats(totals) -> str:
             "%8X %8X %8X %16X %16X\n\n"
             " Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n"
             "%8X %8X %8X %16X %16X\n" % tuple(t[:10]))
+
+
+def table_view(services: bytes, dests: bytes):
+    """The fields the table carries, per record (fwmark services: af unknown)."""
+    svcs = [(0 if s.fwmark else s.af, s.protocol, s.port, s.fwmark, s.flags & 0x5,
+             s.timeout if s.flags & 1 else 0, s.netmask if s.flags & 1 else 0, s.addr,
+             s.sched_name, s.first_dest, s.ndests) for s in decode_services(services)]
+    ds = [(d.svc_index, d.af, d.port, d.addr, d.fwd_method, d.weight, d.active_conns,
+           d.inact_conns) for d in decode_dests(dests)]
+    return svcs, ds

@@ -135,12 +135,24 @@ class NativeBackend:
 
     # -- queries ----------------------------------------------------------
     def dump(self) -> Snapshot:
-        """Services, their destinations and the namespace totals, now."""
+        """Services, their destinations (with counters) and the namespace
+        totals, settings and sysctls, now: the netlink dump."""
+        return self._snapshot(table=False)
+
+    def dump_table(self) -> Snapshot:
+        """Services and destinations without counters, from the namespace's
+        /proc/net/ip_vs, and the totals (what node_exporter reads)."""
+        return self._snapshot(table=True)
+
+    def _snapshot(self, table: bool) -> Snapshot:
         with self._lock:
             if self._h is None:
                 raise IPVSError(errno.EBADF, f"IPVS handle for {self.ns_path or '(current)'} is closed")
             t0 = time.monotonic()
-            n = lib.ipvs_dump(self._h, self._res, self._errbuf, ERRBUF_SIZE)
+            if table:
+                n = lib.ipvs_dump_table(self._h, self._res, self._errbuf, ERRBUF_SIZE)
+            else:
+                n = lib.ipvs_dump(self._h, self._res, self._errbuf, ERRBUF_SIZE)
             if n < 0:
                 raise IPVSError(-n, _errmsg(self._errbuf, n))
             res = self._res
@@ -151,11 +163,13 @@ class NativeBackend:
             if got > 0:
                 totals = parse_ip_vs_stats(
                     bytes(ffi.buffer(self._tbuf, got)).decode("ascii", "replace"))
-            rc = lib.ipvs_get_settings(self._h, self._settings, self._errbuf, ERRBUF_SIZE)
-            if rc < 0:
-                raise IPVSError(-rc, _errmsg(self._errbuf, rc))
-            settings = bytes(ffi.buffer(self._settings, SETTINGS_SIZE))
-            sysctls = sysctl_values(self._read_sysctls())
+            settings, sysctls = b"", ()
+            if not table:
+                rc = lib.ipvs_get_settings(self._h, self._settings, self._errbuf, ERRBUF_SIZE)
+                if rc < 0:
+                    raise IPVSError(-rc, _errmsg(self._errbuf, rc))
+                settings = bytes(ffi.buffer(self._settings, SETTINGS_SIZE))
+                sysctls = sysctl_values(self._read_sysctls())
             t1 = time.monotonic()
         meta = {"backend": self.backend_name, "ns_path": self.ns_path, "duration": t1 - t0}
         return Snapshot(services, dests, totals, meta, settings, sysctls)
@@ -236,3 +250,22 @@ def parse_services(data: bytes, family_id: int = 0) -> bytes:
 def parse_dests(data: bytes, svc_index: int, svc_af: int, family_id: int = 0) -> bytes:
     """Packed ipvs_dest_rec records from a captured GET_DEST dump reply."""
     return _parse("dest", data, family_id, svc_index, svc_af)
+
+
+def parse_table(text: bytes) -> tuple:
+    """(services, dests) packed records from /proc/net/ip_vs text (the C
+    twin of :func:`ipvs_fast.backends.table.parse_table`)."""
+    _require()
+    res = ffi.gc(lib.ipvs_result_new(), lib.ipvs_result_free)
+    if res == ffi.NULL:
+        raise MemoryError("ipvs_result_new")
+    errbuf = ffi.new("char[]", ERRBUF_SIZE)
+    text = bytes(text)
+    rc = lib.ipvs_parse_table(ffi.from_buffer("char[]", text), len(text), res, errbuf,
+                              ERRBUF_SIZE)
+    if rc < 0:
+        raise IPVSError(-rc, _errmsg(errbuf, rc))
+    out = (bytes(ffi.buffer(res.svcs, res.nsvcs * SVC_SIZE)) if res.nsvcs else b"",
+           bytes(ffi.buffer(res.dests, res.ndests * DEST_SIZE)) if res.ndests else b"")
+    ffi.release(res)
+    return out

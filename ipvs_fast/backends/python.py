@@ -46,11 +46,13 @@ from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STAT
                       REC_TUN, SET_CONN_TAB_SIZE, SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN,
                       SET_TIMEOUT_UDP, SET_VERSION, SETTINGS_STRUCT, SVC_SIZE, SVC_STRUCT)
 from .snapshot import Snapshot, parse_ip_vs_stats, sysctl_values
+from .table import parse_table
 
 __all__ = ["parse_services", "parse_dests", "parse_settings", "PythonBackend"]
 
 SYSCTL_DIR = "/proc/sys/net/ipv4/vs"
 SYSCTL_READ = 256           # one /proc/sys value; longer ones are not numbers
+TABLE_READ = 1 << 16        # /proc/net/ip_vs; a seq_file returns about a page per read
 SYSCTL_MAX_FILES = 256
 
 CLONE_NEWNET = 0x40000000
@@ -456,6 +458,7 @@ class PythonBackend:
         self._lock = threading.Lock()
         self._ns_fd = -1
         self._stats_fd = -1
+        self._table_fd = -1
         self._sysctl_fds: list = []
         self._sock: Optional[socket.socket] = None
         self._seq = int(time.time()) & 0x7FFFFFFF
@@ -499,12 +502,13 @@ class PythonBackend:
                                 "(/proc/net/ip_vs missing)")
             self._sock = self._make_socket()
             self.family_id = self._resolve_family()
-            try:
-                self._stats_fd = os.open("/proc/thread-self/net/ip_vs_stats",
-                                         os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise IPVSError(e.errno, "open /proc/net/ip_vs_stats: "
-                                f"{os.strerror(e.errno)}") from None
+            for attr, name in (("_table_fd", "ip_vs"), ("_stats_fd", "ip_vs_stats")):
+                try:
+                    setattr(self, attr, os.open(f"/proc/thread-self/net/{name}",
+                                                os.O_RDONLY | os.O_CLOEXEC))
+                except OSError as e:
+                    raise IPVSError(e.errno, f"open /proc/net/{name}: "
+                                    f"{os.strerror(e.errno)}") from None
             # /proc/sys/net shows the opener's namespace: open them here
             self._sysctl_fds = _open_sysctls()
             ok = True
@@ -691,6 +695,32 @@ class PythonBackend:
             except OSError:
                 yield name, None
 
+    def dump_table(self) -> Snapshot:
+        """Services and destinations without counters, from the namespace's
+        /proc/net/ip_vs, and the totals (what node_exporter reads)."""
+        t0 = time.monotonic()
+        with self._lock:
+            if self._table_fd < 0:
+                raise IPVSError(errno.EBADF, "IPVS handle is closed")
+            parts = []
+            off = 0
+            try:
+                while True:
+                    chunk = os.pread(self._table_fd, TABLE_READ, off)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    off += len(chunk)
+            except OSError as e:
+                raise IPVSError(e.errno, "read /proc/net/ip_vs: "
+                                f"{os.strerror(e.errno)}") from None
+            services, dests = parse_table(b"".join(parts))
+            totals = self.read_totals()
+        return Snapshot(services, dests, totals,
+                        {"backend": self.backend_name,
+                         "ns_path": self.ns_path,
+                         "duration": time.monotonic() - t0})
+
     def dump(self) -> Snapshot:
         t0 = time.monotonic()
         with self._lock:
@@ -743,7 +773,7 @@ class PythonBackend:
                 self._sock.close()
             finally:
                 self._sock = None
-        for name in ("_stats_fd", "_ns_fd"):
+        for name in ("_stats_fd", "_table_fd", "_ns_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)

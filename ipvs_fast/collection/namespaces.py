@@ -90,11 +90,14 @@ def expand(patterns: Iterable[str], empty: Optional[list] = None) -> list:
 
 
 def namespace_targets(open_backend: Callable[[str, float], object], timeout: float, *,
-                      port_map: bool = True) -> Callable[[str], NamespaceTarget]:
+                      port_map: bool = True,
+                      counters: bool = True) -> Callable[[str], NamespaceTarget]:
     """``make_target(path)`` for :class:`TargetSet`: a NamespaceTarget
     opening *open_backend* with *timeout*, reading the port map if *port_map*
-    (only the ingress format uses it)."""
-    return lambda path: NamespaceTarget(path, open_backend, timeout, port_map=port_map)
+    (only the ingress format uses it), and the counters (the netlink dump)
+    if *counters*, else only the table (/proc/net/ip_vs: the node format)."""
+    return lambda path: NamespaceTarget(path, open_backend, timeout, port_map=port_map,
+                                        counters=counters)
 
 
 class _Slot:

@@ -76,7 +76,7 @@ class NamespaceTarget:
     """
 
     def __init__(self, path: str, open_backend: Callable[[str, float], object],
-                 timeout: float = 5.0, *, port_map: bool = True,
+                 timeout: float = 5.0, *, port_map: bool = True, counters: bool = True,
                  port_reader: Optional[Callable[[str], dict]] = None,
                  portmap_max_age: float = PORTMAP_MAX_AGE,
                  clock: Callable[[], float] = time.monotonic):
@@ -84,6 +84,7 @@ class NamespaceTarget:
         self.timeout = float(timeout)
         self._factory = open_backend
         self._use_port_map = port_map
+        self._counters = counters
         self._port_reader = port_reader if port_reader is not None else (
             lambda p: read_port_map(p, timeout=max(self.timeout, 1.0)))
         self._portmap_max_age = portmap_max_age
@@ -153,7 +154,9 @@ class NamespaceTarget:
         if self._handle is None:
             self._handle = self._factory(self.path, self.timeout)
             reopened = True
-        return self._handle.dump(), reopened
+        if self._counters:
+            return self._handle.dump(), reopened
+        return self._handle.dump_table(), reopened
 
     def _port_map(self, snap: Snapshot, reopened: bool) -> dict:
         marks = _fwmarks(snap)

@@ -459,6 +459,10 @@ class FamilyRenderer:
     #: which collection reads from iptables (a process per read): only
     #: the ingress format does.
     uses_port_map = False
+    #: Whether the format shows per-service/destination counters, which only
+    #: the netlink dump has (one request per service). Without them the
+    #: namespace's /proc/net/ip_vs is read instead: a few hundred page reads.
+    uses_counters = True
 
     def render(self, results, build_info: Optional[dict] = None, extra="") -> bytes:
         """Text format 0.0.4 for *results*; *extra* (already formatted

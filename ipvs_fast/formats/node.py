@@ -259,7 +259,13 @@ class NodeRenderer(FamilyRenderer):
     the active/inactive/weight columns of the packed records into the
     series (``group_sums``: in C, no Python object per destination) and the
     C formatter prints the sums as Go prints a float64. The label-block
-    cache holds exactly the keys of the last render."""
+    cache holds exactly the keys of the last render.
+
+    Its data is what node_exporter reads: the namespace's /proc/net/ip_vs
+    (``dump_table``) and ip_vs_stats, not the netlink dump, which costs one
+    request per service for counters this format does not show."""
+
+    uses_counters = False
 
     def __init__(self, labels: tuple = NODE_LABELS, namespace_label: bool = False,
                  metric_filter=None):

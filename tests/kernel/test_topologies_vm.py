@@ -10,6 +10,7 @@ import pytest
 
 from ipvs_fast.backends.snapshot import parse_ip_vs_stats
 from tests import ipvsadm_text as ipv
+from tests import procfs_text
 
 from . import topo
 from .test_core_vm import BACKENDS, open_backend
@@ -76,3 +77,17 @@ def test_many_services_equal_ipvsadm(many_ns):
         assert bool(by_key[key].flags & 0x1) == persistent, key
         if persistent:
             assert by_key[key].timeout == 120, key
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_table_agrees_with_netlink_dump(request, topology, backend):
+    """dump_table (/proc/net/ip_vs, what --format node reads) and the netlink
+    dump agree on every field the table carries, in the same order."""
+    t = request.getfixturevalue(topology)
+    with open_backend(backend, t.netns_path) as b:
+        dump, table, _ = topo.stable(lambda: (b.dump(), b.dump_table(), b.dump()), settle=0)
+    assert table.nservices == NSERVICES[topology] and table.ndests == dump.ndests
+    assert procfs_text.table_view(table.services, table.dests) == \
+        procfs_text.table_view(dump.services, dump.dests)
+    assert table.totals == dump.totals
