@@ -907,6 +907,9 @@ static int table_service(struct cursor *c, struct ipvs_svc_rec *s)
     }
     if (take_next_word(c, &w, &n) < 0 || n >= sizeof(s->sched_name))
         return -1;
+    for (size_t i = 0; i < n; i++)      /* a registered name, printable ASCII */
+        if (w[i] < '!' || w[i] > '~')
+            return -1;
     memcpy(s->sched_name, w, n);
     while (take_word(c, &w, &n) == 0) {
         if (word_is(w, n, "ops")) {
@@ -971,7 +974,7 @@ int ipvs_parse_table(const char *text, size_t len, ipvs_result *res,
         "Prot LocalAddress:Port Scheduler Flags",
         "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn",
     };
-    const char *p = text, *end = text + len, *nl;
+    const char *p = text, *end = text, *nl;
     struct ipvs_svc_rec s;
     struct ipvs_dest_rec d;
     struct ipvs_svc_rec *cur;
@@ -982,6 +985,8 @@ int ipvs_parse_table(const char *text, size_t len, ipvs_result *res,
         errbuf[0] = 0;
     if (!res || (!text && len))
         return -EINVAL;
+    if (len)
+        end = text + len;       /* no arithmetic on a NULL text of length 0 */
     ipvs_result_clear(res);
     while (p < end) {
         struct cursor c;

@@ -13,4 +13,5 @@ FLAGS=(-g -O1 -fno-omit-frame-pointer -std=gnu11 -Wall -Wextra
     "$ROOT/csrc/ipvs_core.c"
 "$CC" "${FLAGS[@]}" -o "$OUT/text_format" "$ROOT/fuzz/text_format_fuzz.c" \
     "$ROOT/csrc/text_format.c"
-echo "built: $OUT/{parse_services,parse_dests,text_format}"
+"$CC" "${FLAGS[@]}" -o "$OUT/parse_table" "$ROOT/fuzz/table_fuzz.c" "$ROOT/csrc/ipvs_core.c"
+echo "built: $OUT/{parse_services,parse_dests,text_format,parse_table}"

@@ -7,7 +7,11 @@ Each seed is the harness's 8-byte header (see parse_fuzz.c) + one reply.
 Replies longer than MAX_REPLY are cut to their first messages plus the
 closing NLMSG_DONE, to keep the fuzzer's inputs short (and so fast).
 
-    python3 fuzz/make_seeds.py OUTDIR      -> OUTDIR/{parse_services,parse_dests}/
+The parse_table seeds are the same captures as /proc/net/ip_vs prints
+them (tests/procfs_text.py, from the records the Python backend parses),
+behind its 1-byte header, cut after a line to stay short.
+
+    python3 fuzz/make_seeds.py OUTDIR   -> OUTDIR/{parse_services,parse_dests,parse_table}/
 """
 import json
 import os
@@ -55,8 +59,25 @@ def header(errlen: int, family: int, svc_af: int = 0, svc_index: int = 0) -> byt
     return struct.pack("<BBHHH", errlen, 1 if family else 0, family, svc_af, svc_index)
 
 
+def table_text(svc_reply: bytes, dests: bytes, index: list) -> bytes:
+    sys.path.insert(0, ROOT)
+    from ipvs_fast.backends import python as pybackend
+    from ipvs_fast.backends.records import DEST_SIZE, SVC_STRUCT
+    from ipvs_fast.backends.snapshot import Snapshot
+    from tests import procfs_text
+    svcs = [list(t) for t in SVC_STRUCT.iter_unpack(pybackend.parse_services(svc_reply))]
+    out = b""
+    for e in index:
+        part = pybackend.parse_dests(dests[e["offset"]:e["offset"] + e["length"]],
+                                     e["svc_index"], e["svc_af"])
+        svcs[e["svc_index"]][-2:] = [len(out) // DEST_SIZE, len(part) // DEST_SIZE]
+        out += part
+    text = procfs_text.ip_vs(Snapshot(b"".join(SVC_STRUCT.pack(*s) for s in svcs), out))
+    return text.encode()[:MAX_REPLY].rpartition(b"\n")[0] + b"\n"
+
+
 def main(outdir: str) -> None:
-    seeds = {"parse_services": set(), "parse_dests": set()}
+    seeds = {"parse_services": set(), "parse_dests": set(), "parse_table": set()}
     for name in sorted(os.listdir(FIXTURES)):
         d = os.path.join(FIXTURES, name)
         with open(os.path.join(d, "services.bin"), "rb") as f:
@@ -66,6 +87,10 @@ def main(outdir: str) -> None:
         with open(os.path.join(d, "dests.json")) as f:
             index = json.load(f)
         fam = family_of(svc)
+        with open(os.path.join(d, "services.bin"), "rb") as f:
+            text = table_text(f.read(), dests, index)
+        for errlen in ERRLENS:
+            seeds["parse_table"].add(bytes([errlen]) + text)
         for i, errlen in enumerate(ERRLENS):
             seeds["parse_services"].add(header(errlen, fam if i % 2 == 0 else 0) + svc)
         kinds = set()

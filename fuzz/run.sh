@@ -5,6 +5,7 @@
 # in $FUZZ_WORK/artifacts/ and printed with the command that replays it.
 #
 #   fuzz/run.sh [SECONDS] [HARNESS...]      harnesses: parse_services parse_dests text_format
+#                                                      parse_table
 #
 # The corpus grows in $FUZZ_WORK/corpus/ (default .fuzz/ in the repository,
 # not tracked), so later runs on the same machine start from what earlier
@@ -14,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-60}
 shift || true
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(parse_services parse_dests text_format)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(parse_services parse_dests text_format parse_table)
 WORK=${FUZZ_WORK:-$ROOT/.fuzz}
 PY=${PYTHON:-python3}
 

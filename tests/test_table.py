@@ -108,6 +108,8 @@ def test_kernel_line_formats():
     HEAD + "  -> AC100001:1F90      Masq    1      0          0\n",   # dest first
     HEAD + "TCP  0A000001:0050 averyveryverylongname\n",    # scheduler > 15
     HEAD + "TCP  0A000001:0050\n",                          # no scheduler
+    HEAD + "TCP  0A000001:0050 \0rr\n",                     # not a scheduler's name
+    HEAD + "TCP  0A000001:0050 w\x80\n",
     HEAD + "TCP  0A000001 wlc\n",                           # no port
     HEAD + "TCP 0A000001:0050wlc\n",
     HEAD + "TCP0A000001:0050 wlc\n",

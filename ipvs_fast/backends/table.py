@@ -32,6 +32,7 @@ _ADDR = rb"(?:(%s{8})|\[(%s{4}(?::%s{4}){7})\]):(%s{4})" % (_HEX, _HEX, _HEX, _H
 _DEST_RE = re.compile(rb"  -> " + _ADDR + rb" +([^ ]+) +([^ ]+) +([^ ]+) +([^ ]+) *", re.S)
 _SVC_RE = re.compile(rb" *([^ ]+) +(?:(%s{8})|" % _HEX + _ADDR + rb") +([^ ]+)(.*)", re.S)
 _HEX8_RE = re.compile(_HEX + rb"{8}")
+_SCHED_RE = re.compile(rb"[!-~]{1,15}")
 _INT_RE = re.compile(rb"-?[0-9]{1,10}")
 
 
@@ -73,7 +74,7 @@ def _service(line_no: int, line: bytes) -> list:
             proto = int(word[3:])
         af, addr = _addr(v4, v6)
         port_n, fwmark = int(port, 16), 0
-    if len(sched) >= 16:
+    if not _SCHED_RE.fullmatch(sched):      # a registered name, printable ASCII
         raise _bad(line_no)
     flags = timeout = netmask = 0
     toks = [t for t in rest.split(b" ") if t]
