@@ -108,6 +108,7 @@ _Static_assert(sizeof(struct ipvs_dest_rec) == 144, "ipvs_dest_rec layout");
 #define DRAIN_MAX_DATAGRAMS     100000
 #define TABLE_READ              (64 * 1024)
 #define TABLE_MAX               (1024 * 1024 * 1024)
+#define TABLE_LOOKAHEAD         8
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                            */
@@ -1053,6 +1054,7 @@ struct ipvs_handle {
     int table_err;          /* errno when table_fd could not be opened */
     char *tbuf;             /* its text, grown to the largest read so far */
     size_t tcap;
+    ipvs_result *table;     /* that text parsed */
     uint16_t family_id;
     uint32_t portid;
     uint32_t seq;
@@ -1616,6 +1618,7 @@ void ipvs_close(ipvs_handle *h)
     if (h->table_fd >= 0)
         close(h->table_fd);
     free(h->tbuf);
+    ipvs_result_free(h->table);
     free(h->buf);
     free(h);
 }
@@ -1671,19 +1674,15 @@ static int dump_dests(ipvs_handle *h, const struct ipvs_svc_rec *s, uint32_t svc
     return nl_dump(h, msg, off, &c);
 }
 
-int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
+/* The GET_SERVICE dump into res (cleared first). */
+static int dump_services(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
 {
     uint8_t msg[32];
-    size_t off, i, w;
+    size_t off;
     struct parse_ctx c;
     int r;
 
-    if (!h || !res) {
-        seterr(errbuf, errlen, "ipvs_dump: NULL handle or result");
-        return -EINVAL;
-    }
     ipvs_result_clear(res);
-
     off = put_genl_hdr(msg, h->family_id, NLM_F_REQUEST | NLM_F_DUMP, K_CMD_GET_SERVICE,
                        K_IPVS_GENL_VERSION);
     memset(&c, 0, sizeof(c));
@@ -1693,12 +1692,26 @@ int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
     c.errlen = errlen;
     r = nl_dump(h, msg, off, &c);
     if (r < 0)
-        goto fail;
+        return r;
     if (res->nsvcs > (size_t)INT32_MAX) {
         seterr(errbuf, errlen, "too many services");
-        r = -EOVERFLOW;
-        goto fail;
+        return -EOVERFLOW;
     }
+    return 0;
+}
+
+int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
+{
+    size_t i, w;
+    int r;
+
+    if (!h || !res) {
+        seterr(errbuf, errlen, "ipvs_dump: NULL handle or result");
+        return -EINVAL;
+    }
+    r = dump_services(h, res, errbuf, errlen);
+    if (r < 0)
+        goto fail;
 
     /* Dest dumps; services deleted meanwhile are dropped, compacting in place. */
     for (i = 0, w = 0; i < res->nsvcs; i++) {
@@ -1749,9 +1762,68 @@ long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len)
     return (long)off;
 }
 
+/* Whether table record t (no af for fwmark services) is netlink service s. */
+static int same_service(const struct ipvs_svc_rec *s, const struct ipvs_svc_rec *t)
+{
+    if (s->fwmark || t->fwmark)
+        return s->fwmark == t->fwmark;
+    return s->af == t->af && s->protocol == t->protocol && s->port == t->port &&
+           memcmp(s->addr, t->addr, sizeof(s->addr)) == 0;
+}
+
+/*
+ * res holds the GET_SERVICE dump; give each service its destinations from
+ * the table t (same kernel order), or from a GET_DEST dump when t lacks it.
+ * A service t has beyond the next TABLE_LOOKAHEAD is taken as missing.
+ */
+static int merge_table(ipvs_handle *h, ipvs_result *res, const ipvs_result *t,
+                       char *errbuf, size_t errlen)
+{
+    size_t i, w, j = 0, k, d, end;
+    int r;
+
+    for (i = 0, w = 0; i < res->nsvcs; i++) {
+        struct ipvs_svc_rec s = res->svcs[i];
+        size_t first = res->ndests;
+
+        end = t->nsvcs - j < TABLE_LOOKAHEAD ? t->nsvcs : j + TABLE_LOOKAHEAD;
+        for (k = j; k < end && !same_service(&s, &t->svcs[k]); k++)
+            ;
+        if (k < end) {
+            const struct ipvs_svc_rec *ts = &t->svcs[k];
+
+            for (d = ts->first_dest; d < (size_t)ts->first_dest + ts->ndests; d++) {
+                struct ipvs_dest_rec dr = t->dests[d];
+
+                dr.svc_index = (uint32_t)w;
+                r = push_dest(res, &dr);
+                if (r < 0) {
+                    seterr(errbuf, errlen, "out of memory");
+                    return r;
+                }
+            }
+            j = k + 1;
+        } else {
+            r = dump_dests(h, &s, (uint32_t)w, res, errbuf, errlen);
+            if (r == -ENOENT || r == -ESRCH) {
+                res->ndests = first;
+                continue;
+            }
+            if (r < 0)
+                return r;
+        }
+        s.first_dest = (uint32_t)first;
+        s.ndests = (uint32_t)(res->ndests - first);
+        res->svcs[w++] = s;
+    }
+    res->nsvcs = w;
+    return (int)w;
+}
+
 int ipvs_dump_table(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen)
 {
     size_t off = 0;
+    int r;
 
     if (errbuf && errlen)
         errbuf[0] = 0;
@@ -1798,7 +1870,25 @@ int ipvs_dump_table(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errle
             break;
         off += (size_t)n;
     }
-    return ipvs_parse_table(h->tbuf, off, res, errbuf, errlen);
+    if (!h->table && !(h->table = ipvs_result_new())) {
+        seterr(errbuf, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    r = ipvs_parse_table(h->tbuf, off, h->table, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = dump_services(h, res, errbuf, errlen);
+    if (r < 0)
+        goto fail;
+    r = merge_table(h, res, h->table, errbuf, errlen);
+    if (r < 0)
+        goto fail;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    return r;
+fail:
+    ipvs_result_clear(res);
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -138,16 +138,28 @@ int ipvs_dump(ipvs_handle *h, ipvs_result *res, char *errbuf, size_t errlen);
 long ipvs_read_totals(ipvs_handle *h, char *buf, size_t len);
 
 /*
- * The namespace's /proc/net/ip_vs (the table node_exporter reads): services
- * and destinations without counters, in the table's order, as records.
+ * The namespace's /proc/net/ip_vs (the table node_exporter reads). The pure
+ * parser: services and destinations without counters, in the table's order,
+ * as records.
  * Fields the text carries: service af (AF_INET for fwmark services: the text
  * does not say), protocol, addr, port, fwmark, scheduler, the ONEPACKET and
  * PERSISTENT flags, timeout and netmask; destination af, addr, port,
  * fwd_method, weight, active_conns, inact_conns. Everything else is 0
  * (attrs has no IPVS_REC_STATS* bit). The pure parser takes the whole text
  * (every line ends in '\n'; the three header lines first) and returns the
- * number of services or -EBADMSG; the handle's version reads the file the
- * handle opened in its namespace (a seq_file: about one page per read).
+ * number of services or -EBADMSG.
+ *
+ * ipvs_dump_table is the destinations of the table with the kernel's
+ * service list: it reads the file the handle opened in its namespace, then
+ * makes the GET_SERVICE dump (one request), and gives each service of that
+ * dump (records as ipvs_dump makes them, counters included) the table's
+ * destinations, or, for a service the table lacks, its GET_DEST dump. The
+ * table can lack services: its seq_file restarts every read (about a page)
+ * at a position counted over the services of every namespace but applied to
+ * this namespace's only, so when other namespaces have services, some of
+ * this one's are skipped (seen on 6.1; node_exporter reads the same file).
+ * Destinations from the table have no counters (attrs 0). Returns the
+ * number of services or -errno.
  */
 int ipvs_parse_table(const char *text, size_t len, ipvs_result *res,
                      char *errbuf, size_t errlen);

@@ -199,3 +199,48 @@ def test_dump_table_on_closed_handle(backend, monkeypatch):
     with pytest.raises(IPVSError) as e:
         b.dump_table()
     assert e.value.errno == errno.EBADF
+
+
+def _svc(key, ndests=0, first=0, stats=0):
+    fwmark = key if isinstance(key, int) else 0
+    af, proto, port, addr = (socket.AF_INET, 0, 0, bytes(16)) if fwmark else key
+    return SVC_STRUCT.pack(af, proto, port, 0, fwmark, 0, 0, 0, addr, b"rr", b"",
+                           *(stats,) * 10, first, ndests)
+
+
+def _dest(svc_index, port):
+    return DEST_STRUCT.pack(svc_index, socket.AF_INET, port, bytes([10, 0, 0, 1]) + bytes(12),
+                            0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, *(0,) * 10)
+
+
+def test_merge_table_takes_dests_from_the_table_and_fetches_what_it_lacks():
+    a = (socket.AF_INET, 6, 80, bytes([10, 0, 0, 1]) + bytes(12))
+    b = (socket.AF_INET6, 17, 53, bytes(15) + b"\x01")
+    c, gone, extra = 260, 261, (socket.AF_INET, 6, 81, bytes(16))
+    # netlink: a, b, gone, c (with counters; c is an IPv6 fwmark service there)
+    services = (_svc(a, stats=7) + _svc(b, stats=7) + _svc(gone)
+                + SVC_STRUCT.pack(socket.AF_INET6, 0, 0, 0, c, 0, 0, 0, bytes(16), b"rr", b"",
+                                  *(7,) * 10, 0, 0))
+    # the table skipped b and gone, and lists a service added meanwhile
+    tsvcs = _svc(a, 2, 0) + _svc(extra, 1, 2) + _svc(c, 1, 3)
+    tdests = _dest(0, 1) + _dest(0, 2) + _dest(1, 3) + _dest(2, 4)
+    fetched = []
+
+    def dests_of(rec, w):
+        fetched.append((rec[4] or rec[2], w))
+        return None if rec[4] == gone else _dest(w, 99)
+    s, d = table.merge_table(services, tsvcs, tdests, dests_of)
+    svcs, dests = decode_services(s), decode_dests(d)
+    assert fetched == [(53, 1), (gone, 2)]
+    assert [(x.port or x.fwmark, x.af, x.first_dest, x.ndests, x.stats[0]) for x in svcs] == [
+        (80, 2, 0, 2, 7), (53, 10, 2, 1, 7), (c, 10, 3, 1, 7)]
+    assert [(x.svc_index, x.port) for x in dests] == [(0, 1), (0, 2), (1, 99), (2, 4)]
+
+
+def test_merge_table_gives_up_beyond_the_lookahead():
+    keys = [(socket.AF_INET, 6, 1000 + i, bytes(16)) for i in range(table.LOOKAHEAD + 2)]
+    services = _svc(keys[-1])
+    tsvcs = b"".join(_svc(k, 1, i) for i, k in enumerate(keys))
+    tdests = b"".join(_dest(i, i) for i in range(len(keys)))
+    s, d = table.merge_table(services, tsvcs, tdests, lambda rec, w: _dest(w, 4242))
+    assert [x.port for x in decode_dests(d)] == [4242]

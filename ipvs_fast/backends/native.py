@@ -140,8 +140,10 @@ class NativeBackend:
         return self._snapshot(table=False)
 
     def dump_table(self) -> Snapshot:
-        """Services and destinations without counters, from the namespace's
-        /proc/net/ip_vs, and the totals (what node_exporter reads)."""
+        """Services (GET_SERVICE dump) with their destinations from the
+        namespace's /proc/net/ip_vs, without counters, and the totals: what
+        node_exporter reads, checked against the kernel's service list (see
+        ipvs_dump_table in csrc/ipvs_core.h)."""
         return self._snapshot(table=True)
 
     def _snapshot(self, table: bool) -> Snapshot:

@@ -46,7 +46,7 @@ from .records import (DEST_SIZE, DEST_STRUCT, REC_DEST_AF, REC_PE_NAME, REC_STAT
                       REC_TUN, SET_CONN_TAB_SIZE, SET_TIMEOUT_TCP, SET_TIMEOUT_TCP_FIN,
                       SET_TIMEOUT_UDP, SET_VERSION, SETTINGS_STRUCT, SVC_SIZE, SVC_STRUCT)
 from .snapshot import Snapshot, parse_ip_vs_stats, sysctl_values
-from .table import parse_table
+from .table import merge_table, parse_table
 
 __all__ = ["parse_services", "parse_dests", "parse_settings", "PythonBackend"]
 
@@ -644,16 +644,30 @@ class PythonBackend:
         return self._transact(msg, seq)
 
     # ---- dumps -----------------------------------------------------------
-    def _dump_raw_locked(self):
+    def _services_locked(self) -> Tuple[bytes, bytes]:
+        """(the GET_SERVICE dump reply, its service records)."""
         svc_reply = self._dump_request(g.IPVS_CMD_GET_SERVICE)
         try:
-            svcs = parse_services(svc_reply, self.family_id)
+            return svc_reply, parse_services(svc_reply, self.family_id)
         except IPVSError as e:
             if e.errno == errno.EPERM:
                 raise IPVSError(errno.EPERM, "IPVS service dump: Operation "
                                 "not permitted (needs CAP_NET_ADMIN in the "
                                 "namespace's user namespace)") from None
             raise
+
+    def _dests_of(self, rec: tuple, svc_index: int) -> Optional[bytes]:
+        """One service's GET_DEST dump as records; None if it was deleted."""
+        reply = self._dump_request(g.IPVS_CMD_GET_DEST, _svc_request_attrs(rec))
+        try:
+            return parse_dests(reply, svc_index, rec[0], self.family_id)
+        except IPVSError as e:
+            if e.errno in (errno.ENOENT, errno.ESRCH):
+                return None
+            raise
+
+    def _dump_raw_locked(self):
+        svc_reply, svcs = self._services_locked()
         out = []
         for i, rec in enumerate(SVC_STRUCT.iter_unpack(svcs)):
             reply = self._dump_request(g.IPVS_CMD_GET_DEST,
@@ -714,7 +728,9 @@ class PythonBackend:
             except OSError as e:
                 raise IPVSError(e.errno, "read /proc/net/ip_vs: "
                                 f"{os.strerror(e.errno)}") from None
-            services, dests = parse_table(b"".join(parts))
+            tsvcs, tdests = parse_table(b"".join(parts))
+            _reply, svcs = self._services_locked()
+            services, dests = merge_table(svcs, tsvcs, tdests, self._dests_of)
             totals = self.read_totals()
         return Snapshot(services, dests, totals,
                         {"backend": self.backend_name,

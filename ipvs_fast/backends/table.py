@@ -3,18 +3,23 @@
 ``parse_table`` turns the kernel's text (``ip_vs_info_seq_show``) into the
 same packed records as the netlink dump, without counters, byte for byte
 what the C core's ``ipvs_parse_table`` makes (see ``csrc/ipvs_core.h`` for
-which fields the text carries). The node format needs nothing else, and a
-namespace's table is a few hundred reads of a file where the netlink dump is
-one request per service.
+which fields the text carries). ``merge_table`` gives the services of the
+GET_SERVICE dump their destinations from the table, or from a GET_DEST dump
+for those the table skipped (its seq_file loses services when other
+namespaces have some: ``ipvs_dump_table`` in ``csrc/ipvs_core.h``). The node
+format needs nothing else, and a namespace's table is a few hundred reads of
+a file where the netlink dump is one request per service.
 """
 from __future__ import annotations
 
 import errno
 import re
 import socket
+import struct
 
 from .errors import IPVSError
-from .records import DEST_STRUCT, SVC_STRUCT
+from .records import (DEST_SIZE, DEST_STRUCT, S_ADDR, S_AF, S_FIRST_DEST, S_FWMARK, S_NDESTS,
+                      S_PORT, S_PROTOCOL, SVC_STRUCT)
 
 HEAD = (b"IP Virtual Server version ",
         b"Prot LocalAddress:Port Scheduler Flags",
@@ -137,3 +142,52 @@ def parse_table(text: bytes) -> tuple:
             svc[-2] = len(dests)
             services.append(svc)
     return b"".join(SVC_STRUCT.pack(*s) for s in services), b"".join(dests)
+
+
+#: how far ahead in the table a service is looked for (services added to the
+#: table between the two reads are skipped over); beyond it, it is missing
+LOOKAHEAD = 8
+_DEST_INDEX = struct.Struct("<I")        # ipvs_dest_rec.svc_index, at offset 0
+
+
+def _key(rec: tuple):
+    """What identifies a service in both the table and the netlink dump (the
+    table does not print a fwmark service's family)."""
+    if rec[S_FWMARK]:
+        return rec[S_FWMARK]
+    return (rec[S_AF], rec[S_PROTOCOL], rec[S_PORT], rec[S_ADDR])
+
+
+def merge_table(services: bytes, tsvcs: bytes, tdests: bytes, dests_of) -> tuple:
+    """(services, dests): the GET_SERVICE dump's *services*, each with its
+    destinations from the table (*tsvcs*/*tdests*, same kernel order) or, when
+    the table lacks it, from ``dests_of(record, svc_index)`` (a GET_DEST dump;
+    None = the service is gone). The C core's merge_table, record for record."""
+    table = list(SVC_STRUCT.iter_unpack(tsvcs))
+    tkeys = [_key(t) for t in table]
+    out_s, out_d = [], []
+    nd = j = 0
+    for s in SVC_STRUCT.iter_unpack(services):
+        key = _key(s)
+        end = min(len(table), j + LOOKAHEAD)
+        k = j
+        while k < end and tkeys[k] != key:
+            k += 1
+        w = len(out_s)
+        if k < end:
+            t = table[k]
+            part = bytearray(tdests[t[S_FIRST_DEST] * DEST_SIZE:
+                                    (t[S_FIRST_DEST] + t[S_NDESTS]) * DEST_SIZE])
+            for off in range(0, len(part), DEST_SIZE):
+                _DEST_INDEX.pack_into(part, off, w)
+            j = k + 1
+        else:
+            part = dests_of(s, w)
+            if part is None:
+                continue
+        rec = list(s)
+        rec[S_FIRST_DEST], rec[S_NDESTS] = nd, len(part) // DEST_SIZE
+        out_s.append(SVC_STRUCT.pack(*rec))
+        out_d.append(bytes(part))
+        nd += rec[S_NDESTS]
+    return b"".join(out_s), b"".join(out_d)

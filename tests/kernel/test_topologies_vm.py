@@ -82,12 +82,27 @@ def test_many_services_equal_ipvsadm(many_ns):
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_table_agrees_with_netlink_dump(request, topology, backend):
-    """dump_table (/proc/net/ip_vs, what --format node reads) and the netlink
-    dump agree on every field the table carries, in the same order."""
+    """dump_table (GET_SERVICE + /proc/net/ip_vs, what --format node reads)
+    and the netlink dump: the same services, and destinations equal in every
+    field the table carries. many_ns lives beside other namespaces with
+    services, where the table skips some of its services (seen: 5 of 300):
+    those come from their GET_DEST dumps."""
     t = request.getfixturevalue(topology)
     with open_backend(backend, t.netns_path) as b:
         dump, table = topo.stable(lambda: (b.dump(), b.dump_table(), b.dump()), settle=0)
     assert table.nservices == NSERVICES[topology] and table.ndests == dump.ndests
-    assert procfs_text.table_view(table.services, table.dests) == \
-        procfs_text.table_view(dump.services, dump.dests)
+    assert table.services == dump.services
+    assert procfs_text.table_view(table.services, table.dests)[1] == \
+        procfs_text.table_view(dump.services, dump.dests)[1]
     assert table.totals == dump.totals
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_backends_byte_identical_table(request, topology):
+    t = request.getfixturevalue(topology)
+    with open_backend("native", t.netns_path) as n, open_backend("python", t.netns_path) as p:
+        native, python = topo.stable(lambda: (n.dump_table(), p.dump_table(), n.dump_table()),
+                                     settle=0)
+    assert native.nservices == NSERVICES[topology]
+    assert (python.services, python.dests, python.totals) == \
+        (native.services, native.dests, native.totals)
