@@ -209,7 +209,7 @@ def main():
             rows += [("netlink dump in the driver (`dump()`: what ingress and ipvs read)",
                       "dump_native", None),
                      ("C floor of the netlink dump", "floor", None),
-                     ("table read in the driver (`dump_table()`: /proc/net/ip_vs, what node reads)",
+                     ("`dump_table()` in the driver (GET_SERVICE + /proc/net/ip_vs: what node reads)",
                       "table_native", None),
                      ("transfer floor of the ipvs body (static server, same stack)",
                       "static_get_ipvs", None),

@@ -18,9 +18,9 @@ Contenders:
                               by piece as the server does: "rendering"
   dump_native / dump_python : backend.dump() in this process (dump + parse,
                               no render, no HTTP): "our dump stage"
-  table_native              : NativeBackend.dump_table() in this process: read
-                              and parse /proc/net/ip_vs (what --format node
-                              collects, like node_exporter)
+  table_native              : NativeBackend.dump_table() in this process: the
+                              GET_SERVICE dump + /proc/net/ip_vs (what --format
+                              node collects; node_exporter reads that file)
   ipvsadm                   : ipvsadm -Ln --stats --exact > /dev/null
   node_exporter[_gzip]      : GET /metrics of Debian's prometheus-node-exporter
                               with only the ipvs collector (and with
