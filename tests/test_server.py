@@ -715,3 +715,53 @@ def test_down_target_served(world, tmp_path):
         assert 'ipvs_up{namespace="%s"} 0\n' % (tmp_path / "missing") in text
         assert "ipvs_services_total" not in text
     assert world.opened == []
+
+
+class _TimedHandle:
+    """A handle whose two reads take a settable time on a fake clock."""
+
+    NAME = "timed"
+
+    def __init__(self, snapshot, clock, costs):
+        self.snapshot, self.clock, self.costs, self.calls = snapshot, clock, costs, []
+
+    def _read(self, method):
+        self.calls.append(method)
+        self.clock[0] += self.costs[method]
+        return self.snapshot
+
+    def dump(self):
+        return self._read("dump")
+
+    def dump_table(self):
+        return self._read("table")
+
+    def close(self):
+        pass
+
+
+def test_without_counters_the_cheaper_read_is_used_and_the_other_reprobed(world):
+    from ipvs_fast.collection import target as target_mod
+    now = [0.0]
+    costs = {"table": 1.0, "dump": 5.0}
+    h = _TimedHandle(world.snapshot, now, costs)
+    t = NamespaceTarget("", lambda p, timeout: h, counters=False, port_map=False,
+                        clock=lambda: now[0])
+    for _ in range(4):
+        assert t.collect().up
+    assert h.calls == ["table", "dump", "table", "table"]    # each timed once, then the cheaper
+    costs["table"] = 9.0                                    # the table got dearer (more services)
+    t.collect()
+    for _ in range(3):
+        t.collect()
+    assert h.calls[4:] == ["table", "dump", "dump", "dump"]
+    now[0] += target_mod.METHOD_PROBE_INTERVAL              # re-probe the other one once
+    t.collect()
+    t.collect()
+    assert h.calls[8:] == ["table", "dump"]
+    # with counters (ingress, ipvs) only the netlink dump is read
+    h2 = _TimedHandle(world.snapshot, now, costs)
+    t2 = NamespaceTarget("", lambda p, timeout: h2, port_map=False, clock=lambda: now[0])
+    t2.collect()
+    t2.collect()
+    assert h2.calls == ["dump", "dump"]

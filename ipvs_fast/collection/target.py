@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 #: (a service can change its published port and keep its mark).
 PORTMAP_MAX_AGE = 300.0
 
+#: Without counters (--format node) a namespace can be read two ways: the
+#: table (dump_table: /proc/net/ip_vs, whose cost grows with the square of the
+#: services) or the netlink dump (linear, one request per service). Each is
+#: timed; the cheaper is used, and the other is timed again this often.
+METHOD_PROBE_INTERVAL = 600.0
+
 
 @dataclass
 class CollectResult:
@@ -85,6 +91,8 @@ class NamespaceTarget:
         self._factory = open_backend
         self._use_port_map = port_map
         self._counters = counters
+        self._method_cost: dict = {}            # "table"/"dump" -> last duration
+        self._method_probed = clock()
         self._port_reader = port_reader if port_reader is not None else (
             lambda p: read_port_map(p, timeout=max(self.timeout, 1.0)))
         self._portmap_max_age = portmap_max_age
@@ -156,7 +164,24 @@ class NamespaceTarget:
             reopened = True
         if self._counters:
             return self._handle.dump(), reopened
-        return self._handle.dump_table(), reopened
+        return self._cheaper_dump(), reopened
+
+    def _cheaper_dump(self) -> Snapshot:
+        """The table or the netlink dump, whichever was cheaper last time
+        (both give the node format the same values); each is timed once first."""
+        cost, now = self._method_cost, self._clock()
+        if "table" not in cost:
+            method = "table"
+        elif "dump" not in cost:
+            method = "dump"
+        else:
+            method = min(cost, key=cost.get)
+            if now - self._method_probed >= METHOD_PROBE_INTERVAL:
+                method = "dump" if method == "table" else "table"
+                self._method_probed = now
+        snap = self._handle.dump_table() if method == "table" else self._handle.dump()
+        cost[method] = self._clock() - now
+        return snap
 
     def _port_map(self, snap: Snapshot, reopened: bool) -> dict:
         marks = _fwmarks(snap)
