@@ -3,8 +3,8 @@
 The engine is started here (tests/docker_engine.py: dockerd, vfs storage,
 no bridge, no iptables); the image is built by deploy/docker/build.sh, the
 same script users run, and saved to the cache for the Swarm test in the VM.
-The host kernel has no IPVS, so the exporter serves ipvs_up 0 here; what it
-reads from a real Swarm's IPVS is not yet proven in the VM suite (see README).
+The host kernel has no IPVS, so the exporter serves ipvs_up 0 here; what the
+image reads from a real Swarm's IPVS is tests/kernel/test_swarm_vm.py's part.
 """
 import os
 import re
